@@ -1,0 +1,1 @@
+"""Training tasks on one shared torch training loop, weight statistics and the recorder hook."""
