@@ -1,0 +1,350 @@
+"""MAP ("MAP Baum-Welch") and SVI fits of the Bayesian Gaussian HMM.
+
+Both fits optimise over Pyro's unconstrained parameter space with the fast model
+:func:`inference.bayes_model.hmm_model` (states marginalised exactly by the compiled
+forward-backward, Fisher-identity gradients) and start from a maximum-likelihood fit,
+so that state ``k`` of the posterior is state ``k`` of the MLE.
+
+* :func:`fit_map` -- ``AutoDelta`` guide: gradient ascent on the log joint density
+  ``log p(z | theta) + log p(theta)`` evaluated at constrained values (no Jacobian), i.e.
+  the MAP estimate. With :meth:`HMMPrior.flat` it is the MLE.
+* :func:`fit_svi` -- a Gaussian variational family over the unconstrained parameters
+  (mean-field, low-rank plus diagonal, or full-rank), warm-started at the MAP estimate
+  with a small initial scale, fitted with ``Trace_ELBO``.
+
+Pure: no file I/O, no printing; progress via tqdm, messages via ``logging``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import (
+    AutoDelta,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+)
+from pyro.infer.autoguide.initialization import init_to_value
+from tqdm.auto import tqdm
+
+from inference.bayes_model import (
+    HMMPrior,
+    hmm_model,
+    params_from_sites,
+    sites_from_params,
+)
+
+__all__ = [
+    "BayesianFit",
+    "fit_map",
+    "fit_svi",
+    "resolve_device",
+    "GUIDES",
+    "DEFAULT_GUIDE",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Variational families of :func:`fit_svi`. "auto" resolves to :data:`DEFAULT_GUIDE`.
+GUIDES = ("auto", "normal", "lowrank", "mvn")
+
+#: The family "auto" picks, chosen by ``benchmarks/calibration.py`` (see README):
+#: mean-field ignores the strong posterior correlations between a state's mean, scale
+#: and its transition row; the low-rank-plus-diagonal family captures the leading ones
+#: at a cost linear in the number of parameters.
+DEFAULT_GUIDE = "lowrank"
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+    return device
+
+
+@dataclass
+class BayesianFit:
+    """Result of :func:`fit_map` or :func:`fit_svi`.
+
+    Attributes
+    ----------
+    mode : {"map", "svi"}
+    guide_name : str
+        ``"delta"`` for MAP, else the variational family.
+    params : HMMParams
+        Point estimate: the MAP value, or the variational posterior median.
+    elbo_history : np.ndarray, shape (n_steps,)
+        ELBO per optimisation step (for MAP: the log joint density).
+    converged : bool
+        Whether the relative-change criterion stopped the fit before ``steps``.
+    n_states, covariance_type, prior
+        The model.
+    """
+
+    mode: str
+    guide_name: str
+    params: object
+    elbo_history: np.ndarray
+    converged: bool
+    n_states: int
+    covariance_type: str
+    prior: HMMPrior
+    guide: object = field(repr=False, default=None)
+    model_args: tuple = field(repr=False, default=())
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.elbo_history)
+
+    def sample_sites(self, n_draws: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """``n_draws`` joint draws of the site values from the variational posterior.
+
+        Returns
+        -------
+        dict of str -> np.ndarray
+            ``start_prob (S, K)``, ``trans_mat (S, K, K)``, ``means (S, K, d)``,
+            ``scales (S, K, d)`` and, for full covariance, ``corr_chol (S, K, d, d)``.
+        """
+        if self.mode != "svi":
+            raise ValueError(f"a {self.mode!r} fit has no posterior to sample; use mode='svi'")
+        if n_draws < 1:
+            raise ValueError(f"n_draws must be >= 1, got {n_draws!r}")
+        draws: dict[str, list] = {}
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            for _ in range(n_draws):
+                for name, value in self.guide(*self.model_args).items():
+                    draws.setdefault(name, []).append(value.detach().cpu().numpy())
+        return {name: np.stack(values) for name, values in draws.items()}
+
+    def sample_params(self, n_draws: int, seed: int = 0) -> list:
+        """``n_draws`` posterior draws as :class:`~inference.params.HMMParams`."""
+        sites = self.sample_sites(n_draws, seed)
+        return [
+            params_from_sites(
+                {name: values[s] for name, values in sites.items()},
+                self.covariance_type,
+                template=self.params,
+            )
+            for s in range(n_draws)
+        ]
+
+
+def _prepare(Z, lengths, device):
+    device = resolve_device(device)
+    Z = torch.as_tensor(np.asarray(Z) if not isinstance(Z, torch.Tensor) else Z)
+    Z = Z.to(device=device, dtype=torch.float64)
+    lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.int64)
+    if Z.ndim != 2:
+        raise ValueError(f"Z must have shape (n_total, d), got {tuple(Z.shape)}")
+    if lengths.ndim != 1 or int(lengths.sum()) != Z.shape[0] or bool((lengths < 1).any()):
+        raise ValueError(
+            f"lengths must be positive and sum to Z.shape[0]={Z.shape[0]}, "
+            f"got sum {int(lengths.sum())}"
+        )
+    return Z, lengths, device
+
+
+def _has_converged(history: list[float], window: int, tol: float) -> bool:
+    """Relative change of the mean ELBO between the last two windows is below ``tol``."""
+    if len(history) < 2 * window:
+        return False
+    recent = np.mean(history[-window:])
+    previous = np.mean(history[-2 * window : -window])
+    return abs(recent - previous) <= tol * max(abs(recent), 1.0)
+
+
+def _optimise(model_args, guide, *, steps, lr, lr_decay, tol, window, progress, desc):
+    """Run SVI until the ELBO stops changing; returns (history, converged)."""
+    gamma = lr_decay ** (1.0 / max(steps, 1))
+    optimiser = pyro.optim.ClippedAdam({"lr": lr, "lrd": gamma, "clip_norm": 100.0})
+    svi = SVI(hmm_model, guide, optimiser, loss=Trace_ELBO())
+    history: list[float] = []
+    converged = False
+    with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
+        for _ in range(steps):
+            loss = svi.step(*model_args)
+            if not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"{desc}: non-finite loss at step {len(history)}; lower lr (got {lr})"
+                )
+            history.append(-float(loss))
+            bar.update(1)
+            if len(history) % window == 0:
+                bar.set_postfix(elbo=f"{history[-1]:.4g}")
+                if _has_converged(history, window, tol):
+                    converged = True
+                    break
+    logger.info("%s: %d steps, converged=%s, final ELBO %.6g", desc, len(history), converged, history[-1])
+    return np.asarray(history), converged
+
+
+def fit_map(
+    Z,
+    lengths,
+    init_params,
+    *,
+    prior: HMMPrior | None = None,
+    steps: int = 2000,
+    lr: float = 0.02,
+    lr_decay: float = 0.1,
+    tol: float = 1e-6,
+    window: int = 50,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> BayesianFit:
+    """MAP estimate by gradient ascent with an ``AutoDelta`` guide ("MAP Baum-Welch").
+
+    Parameters
+    ----------
+    Z : array or torch.Tensor, shape (n_total, d)
+        Concatenated z-scored runs.
+    lengths : array, shape (N,)
+    init_params : HMMParams
+        Starting point (normally the MLE fit); fixes ``K``, the covariance type and the
+        state labels.
+    prior : HMMPrior, optional
+        Defaults to ``HMMPrior()``; ``HMMPrior.flat()`` makes the MAP the MLE.
+    steps : int
+        Maximum number of optimisation steps.
+    lr, lr_decay : float
+        Adam learning rate, decayed geometrically to ``lr * lr_decay`` over ``steps``.
+    tol, window : float, int
+        Stop when the mean log joint of the last ``window`` steps changes by less than
+        ``tol`` (relative) from the window before.
+    device : {"cpu", "cuda", "auto"}
+    seed : int
+    progress : bool
+        Show a tqdm progress bar.
+    """
+    Z, lengths, device = _prepare(Z, lengths, device)
+    prior = prior or HMMPrior()
+    K, cov = init_params.n_states, init_params.covariance_type
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    model_args = (Z, lengths, K, cov, prior)
+    init = sites_from_params(init_params, device=device)
+    guide = AutoDelta(hmm_model, init_loc_fn=init_to_value(values=init))
+    history, converged = _optimise(
+        model_args, guide, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol,
+        window=window, progress=progress, desc="MAP",
+    )
+    with torch.no_grad():
+        point = guide.median(*model_args)
+    return BayesianFit(
+        mode="map",
+        guide_name="delta",
+        params=params_from_sites(point, cov, template=init_params),
+        elbo_history=history,
+        converged=converged,
+        n_states=K,
+        covariance_type=cov,
+        prior=prior,
+        guide=guide,
+        model_args=model_args,
+    )
+
+
+def _make_guide(name: str, init_values: dict, init_scale: float, rank: int | None):
+    init_loc_fn = init_to_value(values=init_values)
+    if name == "normal":
+        return AutoNormal(hmm_model, init_loc_fn=init_loc_fn, init_scale=init_scale)
+    if name == "lowrank":
+        return AutoLowRankMultivariateNormal(
+            hmm_model, init_loc_fn=init_loc_fn, init_scale=init_scale, rank=rank
+        )
+    return AutoMultivariateNormal(hmm_model, init_loc_fn=init_loc_fn, init_scale=init_scale)
+
+
+def fit_svi(
+    Z,
+    lengths,
+    init_params,
+    *,
+    prior: HMMPrior | None = None,
+    guide: str = "auto",
+    rank: int | None = None,
+    steps: int = 3000,
+    lr: float = 0.01,
+    lr_decay: float = 0.1,
+    tol: float = 1e-4,
+    window: int = 100,
+    map_steps: int = 1000,
+    init_scale: float = 0.01,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> BayesianFit:
+    """Stochastic variational inference over the unconstrained HMM parameters.
+
+    The guide is centred at the MAP estimate (itself started from ``init_params``, so
+    labels match the MLE) with initial scale ``init_scale`` and fitted by ``Trace_ELBO``
+    with one particle per step.
+
+    Parameters
+    ----------
+    Z, lengths, init_params, prior, device, seed, progress
+        As in :func:`fit_map`.
+    guide : {"auto", "normal", "lowrank", "mvn"}
+        Mean-field normal (``AutoNormal``), low-rank plus diagonal
+        (``AutoLowRankMultivariateNormal``) or full-rank (``AutoMultivariateNormal``)
+        Gaussian over the unconstrained parameters; "auto" = :data:`DEFAULT_GUIDE`.
+    rank : int, optional
+        Rank of the low-rank guide (Pyro's default ``sqrt(dim)`` when None).
+    steps, lr, lr_decay, tol, window
+        SVI optimisation, as in :func:`fit_map` (the ELBO is noisy, hence the larger
+        window and tolerance).
+    map_steps : int
+        Steps of the MAP warm start (0 starts the guide at ``init_params`` directly).
+    init_scale : float
+        Initial posterior standard deviation in unconstrained space.
+    """
+    if guide not in GUIDES:
+        raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
+    guide_name = DEFAULT_GUIDE if guide == "auto" else guide
+    Z, lengths, device = _prepare(Z, lengths, device)
+    prior = prior or HMMPrior()
+    K, cov = init_params.n_states, init_params.covariance_type
+    start = init_params
+    map_history = np.empty(0)
+    if map_steps > 0:
+        map_fit = fit_map(
+            Z, lengths, init_params, prior=prior, steps=map_steps, device=device,
+            seed=seed, progress=progress,
+        )
+        start, map_history = map_fit.params, map_fit.elbo_history
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    model_args = (Z, lengths, K, cov, prior)
+    variational = _make_guide(
+        guide_name, sites_from_params(start, device=device), init_scale, rank
+    )
+    history, converged = _optimise(
+        model_args, variational, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol,
+        window=window, progress=progress, desc=f"SVI ({guide_name})",
+    )
+    with torch.no_grad():
+        median = variational.median(*model_args)
+    logger.debug("MAP warm start took %d steps", len(map_history))
+    return BayesianFit(
+        mode="svi",
+        guide_name=guide_name,
+        params=params_from_sites(median, cov, template=init_params),
+        elbo_history=history,
+        converged=converged,
+        n_states=K,
+        covariance_type=cov,
+        prior=prior,
+        guide=variational,
+        model_args=model_args,
+    )
