@@ -1,0 +1,286 @@
+"""Seed ensembles: S seeds of one task trained together with ``torch.func``.
+
+The S models' parameters are stacked along a leading seed dimension
+(``torch.func.stack_module_state``); the forward pass is ``vmap`` over
+``functional_call`` of one stateless copy of the architecture, so each seed sees its
+own initialisation, its own minibatch (its own data order) and, for tasks whose data
+depends on the seed, its own data set. Because the seeds' losses are independent,
+the gradient of their *sum* with respect to the stacked parameters is exactly the
+stack of per-seed gradients, so one ordinary backward pass serves all seeds. The
+optimiser (:class:`FunctionalOptimizer`) mirrors ``torch.optim``'s single-tensor
+SGD / Adam / AdamW updates on the stacked tensors.
+
+Ensemble and sequential training of a seed agree up to floating-point rounding of
+the batched kernels (tested to 1e-4 relative on every statistic over 60 steps in
+float32; the same seed twice is bitwise identical on CPU).
+
+Architectures that cannot be vmapped (batch norm in training mode, dropout, any
+operation ``vmap`` rejects) fall back to sequential training automatically, with a
+logged warning.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from bayes_trainmap.schema import OUTCOME_COLUMNS
+from tasks.base import OptimizerSpec, Task, TaskData
+from tasks.loop import (
+    RunResult,
+    derive_seed,
+    drive,
+    evaluation_sets,
+    init_model,
+    resolve_device,
+    task_transforms_batches,
+    train_sequential,
+)
+from tasks.stats import statistics_tensor
+
+logger = logging.getLogger(__name__)
+
+
+class FunctionalOptimizer:
+    """``torch.optim`` SGD / Adam / AdamW on stacked parameter tensors (in place).
+
+    The arithmetic follows ``torch.optim``'s single-tensor (``foreach=False``) code
+    paths operation by operation, so a one-member ensemble matches ``torch.optim`` to
+    rounding.
+    """
+
+    def __init__(self, spec: OptimizerSpec, params: dict[str, torch.Tensor]):
+        self.spec = spec
+        self.step_count = 0
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        for name, p in params.items():
+            if spec.name == "sgd":
+                self.state[name] = {}
+            else:
+                self.state[name] = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
+        self.step_count += 1
+        spec = self.spec
+        for name, p in params.items():
+            g = grads[name]
+            if spec.name == "sgd":
+                self._sgd(p, g, self.state[name])
+            else:
+                self._adam(p, g, self.state[name])
+
+    def _sgd(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> None:
+        spec = self.spec
+        if spec.weight_decay:
+            g = g.add(p, alpha=spec.weight_decay)
+        if spec.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = torch.clone(g).detach()
+            else:
+                buf.mul_(spec.momentum).add_(g)
+            g = buf
+        p.add_(g, alpha=-spec.lr)
+
+    def _adam(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> None:
+        spec = self.spec
+        beta1, beta2 = spec.betas
+        if spec.name == "adamw":
+            p.mul_(1 - spec.lr * spec.weight_decay)
+        elif spec.weight_decay:
+            g = g.add(p, alpha=spec.weight_decay)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(g, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bias_correction1 = 1 - beta1**self.step_count
+        bias_correction2 = 1 - beta2**self.step_count
+        step_size = spec.lr / bias_correction1
+        denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(spec.eps)
+        p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def vmap_obstacle(task: Task, model: nn.Module) -> str | None:
+    """Why ``model`` cannot be trained as a vmapped ensemble, or None if nothing is known to stop it."""
+    if not task.vmappable:
+        return f"task {task.name!r} declares its model not vmappable"
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            return f"batch norm with running statistics ({name})"
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return f"dropout ({name}) draws randomness that vmap would share or reorder"
+    return None
+
+
+class EnsembleTrainer:
+    """S seeds of one task as stacked parameters (see the module docstring).
+
+    Parameters
+    ----------
+    task : Task
+    seeds : sequence of int
+    data : list of TaskData
+        One per seed when ``task.data_depends_on_seed``, else a single shared entry.
+    device : torch.device
+    """
+
+    def __init__(self, task: Task, seeds: Sequence[int], data: list[TaskData], device: torch.device):
+        self.task = task
+        self.n_members = len(seeds)
+        self.device = device
+        models = [init_model(task, s) for s in seeds]
+        self.selection = task.parameter_selection(models[0])
+        params, buffers = stack_module_state(models)
+        self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
+        self.buffers = {k: v.to(device) for k, v in buffers.items()}
+        self.skeleton = copy.deepcopy(models[0]).to("meta")
+        self.optimizer = FunctionalOptimizer(task.optimizer(), self.params)
+        self.transforms = task_transforms_batches(task)
+        self.generators = [torch.Generator().manual_seed(derive_seed(s, "transform")) for s in seeds]
+        self.per_seed_data = len(data) > 1
+        if self.per_seed_data:
+            stacked = [torch.stack(ts).to(device) for ts in zip(*(_fields(d) for d in data))]
+            self.train_x, self.train_y, eval_x, eval_y = stacked  # (S, n, ...)
+            m = task.config.get("train_eval_examples")
+            m = self.train_x.shape[1] if m is None else int(m)
+            self.eval_sets = {"eval": (eval_x, eval_y), "train": (self.train_x[:, :m], self.train_y[:, :m])}
+        else:
+            d = data[0].to(device)
+            self.train_x, self.train_y = d.train_inputs, d.train_targets
+            self.eval_sets = evaluation_sets(task, d)
+        self.eval_batch = int(task.config.get("eval_batch_size", 4096))
+        self._member_index = torch.arange(self.n_members, device=device).unsqueeze(1)
+
+    # -- one member's computation, vmapped over the seed dimension ------------------------
+    def _forward(self, params, buffers, x):
+        return functional_call(self.skeleton, (params, buffers), (x,))
+
+    def _batched_metrics(self, x, y, x_dim):
+        """Per-seed ``(loss_sum, n_correct, n_counted)``, each (S,); ``x_dim`` 0 (per seed) or None (shared)."""
+        outputs = vmap(self._forward, in_dims=(0, 0, x_dim), randomness="error")(self.params, self.buffers, x)
+        return vmap(self.task.metrics, in_dims=(0, x_dim))(outputs, y)
+
+    def _gather(self, indices: torch.Tensor):
+        idx = indices.to(self.device)
+        if self.per_seed_data:
+            x, y = self.train_x[self._member_index, idx], self.train_y[self._member_index, idx]
+        else:
+            x, y = self.train_x[idx], self.train_y[idx]
+        if self.transforms:
+            pairs = [self.task.transform_batch(x[i], y[i], g) for i, g in enumerate(self.generators)]
+            x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        return x, y
+
+    def step(self, indices: torch.Tensor) -> None:
+        x, y = self._gather(indices)
+        self.skeleton.train()
+        loss_sum, _, count = self._batched_metrics(x, y, 0)
+        # seeds are independent, so d(sum of losses)/d(stacked params) = stacked per-seed gradients
+        names = list(self.params)
+        grads = torch.autograd.grad((loss_sum / count).sum(), [self.params[n] for n in names])
+        self.optimizer.step(self.params, dict(zip(names, grads)))
+
+    @torch.no_grad()
+    def statistics(self) -> torch.Tensor:
+        state = {**self.params, **self.buffers}
+        return statistics_tensor({n: state[n] for n in self.selection.names}, self.selection)
+
+    @torch.no_grad()
+    def finite(self) -> torch.Tensor:
+        ok = torch.ones(self.n_members, dtype=torch.bool, device=self.device)
+        for p in self.params.values():
+            ok &= torch.isfinite(p).reshape(self.n_members, -1).all(dim=1)
+        return ok
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, torch.Tensor]:
+        self.skeleton.eval()
+        out: dict[str, torch.Tensor] = {}
+        x_dim = 0 if self.per_seed_data else None
+        for split, (inputs, targets) in self.eval_sets.items():
+            n = inputs.shape[1] if self.per_seed_data else inputs.shape[0]
+            loss = correct = count = torch.zeros(self.n_members, dtype=torch.float64, device=self.device)
+            for start in range(0, n, self.eval_batch):
+                if self.per_seed_data:
+                    x, y = inputs[:, start : start + self.eval_batch], targets[:, start : start + self.eval_batch]
+                else:
+                    x, y = inputs[start : start + self.eval_batch], targets[start : start + self.eval_batch]
+                if self.transforms and x_dim == 0:
+                    pairs = [self.task.transform_batch(x[i], y[i], None) for i in range(self.n_members)]
+                    x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+                elif self.transforms:
+                    x, y = self.task.transform_batch(x, y, None)
+                l, c, k = self._batched_metrics(x, y, x_dim)
+                loss, correct, count = loss + l.double(), correct + c.double(), count + k.double()
+            out[f"{split}_loss"] = loss / count
+            out[f"{split}_accuracy"] = correct / count
+        self.skeleton.train()
+        return {k: out[k] for k in OUTCOME_COLUMNS}
+
+    def probe(self) -> None:
+        """One forward/backward pass without an update; raises if the model cannot be vmapped."""
+        n = min(self.task.config["batch_size"], self.train_x.shape[1 if self.per_seed_data else 0])
+        indices = torch.arange(n).expand(self.n_members, n)
+        x, y = self._gather(indices)
+        loss_sum, _, count = self._batched_metrics(x, y, 0)
+        torch.autograd.grad((loss_sum / count).sum(), list(self.params.values()))
+
+
+def _fields(data: TaskData) -> tuple[torch.Tensor, ...]:
+    return data.train_inputs, data.train_targets, data.eval_inputs, data.eval_targets
+
+
+def train_ensemble(
+    task: Task,
+    seeds: Sequence[int],
+    *,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+) -> list[RunResult]:
+    """Train ``seeds`` of ``task`` together; falls back to sequential training if needed.
+
+    Parameters
+    ----------
+    task : Task
+    seeds : sequence of int
+        Distinct seeds.
+    device : {"auto", "cpu", "cuda"} or torch.device
+    progress : bool
+        One tqdm bar over the ensemble's steps (one per run after a fallback).
+
+    Returns
+    -------
+    list of RunResult
+        In the order of ``seeds``; ``RunResult.trainer`` says which path trained them.
+    """
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    device = resolve_device(device)
+    if task.data_depends_on_seed:
+        data = [task.build_data(s) for s in seeds]
+    else:
+        data = [task.build_data(0)]
+    obstacle = vmap_obstacle(task, init_model(task, seeds[0]))
+    trainer = None
+    if obstacle is None:
+        try:
+            trainer = EnsembleTrainer(task, seeds, data, device)
+            trainer.probe()
+        except (RuntimeError, ValueError, NotImplementedError) as exc:
+            obstacle = f"vmap failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            trainer = None
+    if trainer is None:
+        logger.warning("task %s: training %d seeds sequentially (%s)", task.name, len(seeds), obstacle)
+        return [
+            train_sequential(task, s, device=device, data=data[i] if task.data_depends_on_seed else data[0],
+                             progress=progress)
+            for i, s in enumerate(seeds)
+        ]
+    return drive(trainer, task, seeds, data[0].n_train, trainer_name="ensemble", progress=progress)
