@@ -16,8 +16,9 @@ Each checkpoint emits the 14 statistics of appendix B (or the first
 smoothly towards the current state's mean (so transitions look like training
 curves rather than jumps), mapped to feature-specific raw offsets and scales so
 that the per-run z-scoring of section 2.1 has something to do. The outcome
-``eval_accuracy`` rises below ``threshold`` and crosses it exactly at the first
-checkpoint of the converged state, so the planted convergence step is known.
+``eval_accuracy`` rises below ``threshold`` and crosses it within
+``convergence_jitter`` checkpoints of the first checkpoint of the converged
+state; the crossing step is returned, so the planted convergence step is known.
 
 With ``smoothing=1.0`` and ``dwell="geometric"`` the features are exact samples
 of :attr:`SimulatedTrajectories.true_params` (a left-to-right Gaussian HMM in
@@ -58,7 +59,8 @@ class SimulatedTrajectories:
     detour_states : list of int
         Planted detour states (``[]`` when ``detour=False``).
     convergence_steps : numpy.ndarray, shape (N,)
-        Step of the first checkpoint in the converged state (float; NaN if a
+        Step at which ``eval_accuracy`` first reaches the threshold: the first
+        checkpoint of the converged state up to ``convergence_jitter`` (float; NaN if a
         run never gets there, which only ``dwell="geometric"`` can produce).
     visits_detour : numpy.ndarray of bool, shape (N,)
         Whether each run took the detour.
@@ -154,6 +156,7 @@ def simulate_training_runs(
     ragged: bool = False,
     step_interval: int = 10,
     threshold: float = 0.9,
+    convergence_jitter: int = 2,
     random_state: int | np.random.Generator | None = 0,
 ) -> SimulatedTrajectories:
     """Simulate a set of training runs with a planted path, fork and detour.
@@ -196,6 +199,10 @@ def simulate_training_runs(
         Training steps between checkpoints (``step = t * step_interval``).
     threshold : float
         Accuracy threshold crossed exactly at the planted convergence step.
+    convergence_jitter : int
+        The accuracy crosses ``threshold`` this many checkpoints (uniformly in
+        ``-j..j``) from the first checkpoint of the converged state, so that
+        convergence is not an exact linear function of occupancy.
     random_state : int, numpy.random.Generator or None
         Seed; the output is a deterministic function of it.
 
@@ -277,6 +284,9 @@ def simulate_training_runs(
         latent = mean_track + rng.normal(0.0, noise, size=target.shape)
         raw = offsets + scales * latent
 
+        if conv_index is not None and convergence_jitter:
+            shift = int(rng.integers(-convergence_jitter, convergence_jitter + 1))
+            conv_index = int(np.clip(conv_index + shift, 1, length - 1))
         accuracy = _accuracy_curve(rng, length, conv_index, threshold)
         eval_loss = -np.log(np.clip(accuracy, 1e-3, 1.0)) + np.abs(rng.normal(0.0, 0.01, length))
         train_loss = 0.8 * eval_loss + np.abs(rng.normal(0.0, 0.01, length))
@@ -326,6 +336,7 @@ def simulate_training_runs(
         "noise": noise,
         "separation": separation,
         "threshold": threshold,
+        "convergence_jitter": convergence_jitter,
         "outcome": "eval_accuracy",
         "feature_names": features,
         "start_prob": start,
