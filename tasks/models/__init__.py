@@ -1,0 +1,1 @@
+"""Neural network architectures of the built-in tasks."""

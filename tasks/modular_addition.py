@@ -1,0 +1,82 @@
+"""Modular addition (paper section 3.1 and appendix D, Table 6; Nanda et al., 2023).
+
+A one-layer transformer reads ``a b =`` and predicts ``(a + b) mod p`` for p = 113.
+A random 30% of the p**2 problems (3831) is the training set, the rest the
+evaluation set; as in the paper authors' code, the split is drawn per seed
+(``data_depends_on_seed``). Defaults replicate Table 6: no layer norm, 4 heads of
+size 32, width 128, MLP 512, AdamW with lr 1e-3 and weight decay 1.0, batch 2048
+(about half the training set per step, so one epoch is ~1.9 steps).
+
+Variant ``stabilized`` (section 3.3, Figure 5): layer norm added back (pre-attention,
+pre-MLP and before the unembedding) and batch size 256.
+
+Weight statistics: per block, each head's W_Q, W_K, W_V (d_head x d_model) and its
+slice of W_O (d_model x d_head) are separate matrices, plus W_in and W_out of the MLP;
+biases are the MLP's. Embeddings, layer norms and the unembedding are excluded
+(:func:`tasks.models.transformer.transformer_blocks_selection`).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tasks.base import Task, TaskData
+from tasks.datasets.modular import modular_addition_split
+from tasks.loop import derive_seed
+from tasks.models.transformer import ModularTransformer, transformer_blocks_selection
+from tasks.stats import ParameterSelection
+
+
+class ModularAdditionTask(Task):
+    name = "modular_addition"
+    description = "(a + b) mod 113 with a one-layer transformer, AdamW, wd 1.0 (Nanda et al. 2023)"
+    default_config = {
+        "p": 113,
+        "train_fraction": 0.3,
+        "d_model": 128,
+        "n_heads": 4,
+        "d_head": 32,
+        "d_mlp": 512,
+        "n_layers": 1,
+        "layer_norm": False,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1.0,
+        "betas": [0.9, 0.999],
+        "batch_size": 2048,
+        "steps": 20000,
+        "eval_every": 50,
+    }
+    variants = {"stabilized": {"layer_norm": True, "batch_size": 256}}
+    smoke_config = {
+        "p": 11,
+        "train_fraction": 0.5,
+        "d_model": 16,
+        "n_heads": 2,
+        "d_head": 8,
+        "d_mlp": 32,
+        "batch_size": 32,
+        "steps": 40,
+        "eval_every": 10,
+    }
+    threshold = 0.9
+    data_depends_on_seed = True
+
+    def build_data(self, seed: int) -> TaskData:
+        c = self.config
+        return TaskData(*modular_addition_split(int(c["p"]), float(c["train_fraction"]), derive_seed(seed, "data")))
+
+    def build_model(self) -> nn.Module:
+        c = self.config
+        return ModularTransformer(
+            int(c["p"]),
+            d_model=int(c["d_model"]),
+            n_heads=int(c["n_heads"]),
+            d_head=int(c["d_head"]),
+            d_mlp=int(c["d_mlp"]),
+            n_layers=int(c["n_layers"]),
+            layer_norm=bool(c["layer_norm"]),
+        )
+
+    def parameter_selection(self, model: nn.Module) -> ParameterSelection:
+        return transformer_blocks_selection(model)
