@@ -26,3 +26,15 @@ class TaskError(BayesTrainmapError):
 
 class FitDirectoryError(BayesTrainmapError):
     """A fit directory is missing, incomplete or from an incompatible version."""
+
+
+class ExecutionError(BayesTrainmapError):
+    """Work items failed on an executor even after their retries.
+
+    ``failures`` maps each failed item's name to ``"ExceptionType: message"`` of its
+    last attempt; the items that succeeded were kept.
+    """
+
+    def __init__(self, message: str, failures: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.failures: dict[str, str] = dict(failures or {})
