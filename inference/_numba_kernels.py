@@ -1,0 +1,249 @@
+"""Compiled CPU kernels for the HMM time recursions (numba, float64).
+
+All kernels take the concatenated sequences hmmlearn-style: ``log_b`` of shape
+(n, K) plus ``offsets`` of shape (N + 1,), sequence ``i`` occupying rows
+``offsets[i]:offsets[i+1]``. They loop over sequences and time in compiled code.
+
+The forward-backward kernel works in scaled probability space (Rabiner's
+normalised recursion): emissions are exponentiated after subtracting the per-row
+maximum, every forward vector is normalised to sum to one, and the log-likelihood
+is recovered from the normalisers. Expected transition counts are accumulated
+into one K x K array inside the backward pass, so no per-checkpoint K x K array
+is ever formed. If a normaliser underflows to zero (possible only with structural
+zeros in the transition matrix and extreme emissions) the sequence is redone by
+the log-space kernel, which cannot underflow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["forward_backward_scaled", "forward_backward_log", "viterbi_kernel", "ffbs_kernel"]
+
+
+@njit(cache=True)
+def _logsumexp(v):
+    m = v.max()
+    if m == -np.inf:
+        return -np.inf
+    s = 0.0
+    for i in range(v.shape[0]):
+        s += np.exp(v[i] - m)
+    return m + np.log(s)
+
+
+@njit(cache=True)
+def forward_backward_scaled(log_b, log_start, log_trans, offsets, post, filt, xi_sum, ll, failed):
+    """Scaled forward-backward over all sequences.
+
+    Parameters
+    ----------
+    log_b : (n, K) log emission probabilities.
+    log_start : (K,) ; log_trans : (K, K).
+    offsets : (N + 1,) int64 sequence boundaries.
+    post, filt : (n, K) outputs: smoothed and filtered posteriors.
+    xi_sum : (K, K) output, expected transition counts summed over sequences.
+    ll : (N,) output log-likelihoods.
+    failed : (N,) output flags (1 where a normaliser vanished; outputs for that
+        sequence are then meaningless and the caller must redo it).
+    """
+    n, K = log_b.shape
+    start = np.exp(log_start)
+    trans = np.exp(log_trans)
+    b = np.empty((n, K))
+    scale = np.empty(n)
+    beta = np.empty(K)
+    tmp = np.empty(K)
+    xi_seq = np.zeros((K, K))
+    for i in range(offsets.shape[0] - 1):
+        lo, hi = offsets[i], offsets[i + 1]
+        failed[i] = 0
+        log_norm = 0.0
+        # ---- forward: filt[t] = p(s_t | z_1:t), scale[t] = p(z_t | z_1:t-1) / e^{max}
+        for t in range(lo, hi):
+            m = log_b[t, 0]
+            for k in range(1, K):
+                if log_b[t, k] > m:
+                    m = log_b[t, k]
+            for k in range(K):
+                b[t, k] = np.exp(log_b[t, k] - m)
+            log_norm += m
+            c = 0.0
+            if t == lo:
+                for k in range(K):
+                    a = start[k] * b[t, k]
+                    filt[t, k] = a
+                    c += a
+            else:
+                for k in range(K):
+                    a = 0.0
+                    for j in range(K):
+                        a += filt[t - 1, j] * trans[j, k]
+                    a *= b[t, k]
+                    filt[t, k] = a
+                    c += a
+            if not (c > 0.0) or c == np.inf:
+                failed[i] = 1
+                break
+            inv = 1.0 / c
+            for k in range(K):
+                filt[t, k] *= inv
+            scale[t] = c
+            log_norm += np.log(c)
+        if failed[i]:
+            ll[i] = np.nan
+            continue
+        ll[i] = log_norm
+        # ---- backward: beta scaled so that post[t] = filt[t] * beta
+        for k in range(K):
+            beta[k] = 1.0
+        for j in range(K):
+            for k in range(K):
+                xi_seq[j, k] = 0.0
+        for t in range(hi - 1, lo - 1, -1):
+            s = 0.0
+            for k in range(K):
+                g = filt[t, k] * beta[k]
+                post[t, k] = g
+                s += g
+            inv = 1.0 / s
+            for k in range(K):
+                post[t, k] *= inv
+            if t == lo:
+                break
+            inv_c = 1.0 / scale[t]
+            for k in range(K):
+                tmp[k] = b[t, k] * beta[k] * inv_c
+            for j in range(K):
+                acc = 0.0
+                fj = filt[t - 1, j]
+                for k in range(K):
+                    w = trans[j, k] * tmp[k]
+                    xi_seq[j, k] += fj * w
+                    acc += w
+                beta[j] = acc
+        for j in range(K):
+            for k in range(K):
+                xi_sum[j, k] += xi_seq[j, k]
+
+
+@njit(cache=True)
+def forward_backward_log(log_b, log_start, log_trans, lo, hi, post, filt, xi_sum):
+    """Log-space forward-backward for rows ``lo:hi`` of one sequence.
+
+    Writes ``post`` and ``filt`` rows, adds the expected transitions of the sequence
+    to ``xi_sum`` and returns its log-likelihood. Slower than the scaled kernel
+    but immune to underflow; used as its fallback.
+    """
+    K = log_b.shape[1]
+    T = hi - lo
+    la = np.empty((T, K))
+    lb = np.empty((T, K))
+    v = np.empty(K)
+    for k in range(K):
+        la[0, k] = log_start[k] + log_b[lo, k]
+    for t in range(1, T):
+        for k in range(K):
+            for j in range(K):
+                v[j] = la[t - 1, j] + log_trans[j, k]
+            la[t, k] = _logsumexp(v) + log_b[lo + t, k]
+    log_like = _logsumexp(la[T - 1])
+    for k in range(K):
+        lb[T - 1, k] = 0.0
+    for t in range(T - 2, -1, -1):
+        for j in range(K):
+            for k in range(K):
+                v[k] = log_trans[j, k] + log_b[lo + t + 1, k] + lb[t + 1, k]
+            lb[t, j] = _logsumexp(v)
+    for t in range(T):
+        norm_f = _logsumexp(la[t])
+        for k in range(K):
+            filt[lo + t, k] = np.exp(la[t, k] - norm_f)
+            post[lo + t, k] = np.exp(la[t, k] + lb[t, k] - log_like)
+        s = 0.0
+        for k in range(K):
+            s += post[lo + t, k]
+        for k in range(K):
+            post[lo + t, k] /= s
+    for t in range(1, T):
+        for j in range(K):
+            for k in range(K):
+                xi_sum[j, k] += np.exp(
+                    la[t - 1, j] + log_trans[j, k] + log_b[lo + t, k] + lb[t, k] - log_like
+                )
+    return log_like
+
+
+@njit(cache=True)
+def viterbi_kernel(log_b, log_start, log_trans, offsets, paths, log_prob):
+    """Most probable state path of every sequence (max-product in log space).
+
+    Writes ``paths`` (n,) int64 and ``log_prob`` (N,) = log p(z, s*).
+    Ties go to the lowest state index.
+    """
+    n, K = log_b.shape
+    delta = np.empty(K)
+    new = np.empty(K)
+    back = np.empty((n, K), dtype=np.int64)
+    for i in range(offsets.shape[0] - 1):
+        lo, hi = offsets[i], offsets[i + 1]
+        for k in range(K):
+            delta[k] = log_start[k] + log_b[lo, k]
+        for t in range(lo + 1, hi):
+            for k in range(K):
+                best = delta[0] + log_trans[0, k]
+                arg = 0
+                for j in range(1, K):
+                    cand = delta[j] + log_trans[j, k]
+                    if cand > best:
+                        best = cand
+                        arg = j
+                new[k] = best + log_b[t, k]
+                back[t, k] = arg
+            for k in range(K):
+                delta[k] = new[k]
+        arg = 0
+        for k in range(1, K):
+            if delta[k] > delta[arg]:
+                arg = k
+        log_prob[i] = delta[arg]
+        paths[hi - 1] = arg
+        for t in range(hi - 1, lo, -1):
+            paths[t - 1] = back[t, paths[t]]
+
+
+@njit(cache=True)
+def ffbs_kernel(filt, log_trans, offsets, uniforms, paths):
+    """Backward sampling given filtered posteriors (forward filtering backward sampling).
+
+    ``s_T ~ filt[T]``, then ``p(s_t = j | s_{t+1} = k, z_1:t) ∝ filt[t, j] A[j, k]``.
+    ``uniforms`` (n,) are the U(0, 1) draws, one per checkpoint.
+    """
+    K = filt.shape[1]
+    trans = np.exp(log_trans)
+    w = np.empty(K)
+    for i in range(offsets.shape[0] - 1):
+        lo, hi = offsets[i], offsets[i + 1]
+        for t in range(hi - 1, lo - 1, -1):
+            total = 0.0
+            for j in range(K):
+                if t == hi - 1:
+                    w[j] = filt[t, j]
+                else:
+                    w[j] = filt[t, j] * trans[j, paths[t + 1]]
+                total += w[j]
+            u = uniforms[t] * total
+            acc = 0.0
+            choice = -1
+            last_positive = 0
+            for j in range(K):
+                if w[j] > 0.0:
+                    last_positive = j
+                acc += w[j]
+                if u < acc:
+                    choice = j
+                    break
+            # Rounding can leave u >= the accumulated total: take the last state
+            # with positive weight, never a zero-weight one.
+            paths[t] = choice if choice >= 0 else last_positive
