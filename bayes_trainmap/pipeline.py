@@ -58,7 +58,7 @@ from bayes_trainmap.selection import (
     select_n_states,
 )
 
-__all__ = ["MODES", "FitResult", "fit", "render_summary", "resolve_device", "write_fit_dir"]
+__all__ = ["MODES", "FitResult", "fit", "render_summary", "resolve_device", "write_fit_dir", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +289,7 @@ def fit(
     parse_states(states)  # reject a malformed request before touching the data
     posterior = _bayesian_backend(mode) if mode in BAYESIAN_MODES else None
     device = resolve_device(device)
+    threshold = _resolve_threshold(threshold, task, ts)
 
     requested = validate(ts, features, min_length=min_length)
     X, lengths = ts.feature_matrix(requested)
@@ -392,7 +393,7 @@ def fit(
         bayesian=bayesian,
     )
     if analyze:
-        result.analysis = _run_analysis(result, outcome=outcome, threshold=threshold, task=task)
+        result.analysis = _run_analysis(result, outcome=outcome, threshold=threshold)
     return result
 
 
@@ -412,7 +413,7 @@ def _viterbi(params, Z: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.asarray(GaussianHMM.from_params(params).predict(Z, lengths), dtype=np.int64)
 
 
-def _run_analysis(result: FitResult, *, outcome: str, threshold: float | None, task: str | None):
+def _run_analysis(result: FitResult, *, outcome: str, threshold: float | None):
     """Call the analysis layer when it is installed (training map, detours, ...)."""
     if importlib.util.find_spec("bayes_trainmap.analysis") is None:
         logger.info("bayes_trainmap.analysis is not installed; skipping the training-map analysis")
@@ -421,29 +422,26 @@ def _run_analysis(result: FitResult, *, outcome: str, threshold: float | None, t
     ts = result.trajectories
     outcomes = {name: ts.outcome(name) for name in ts.outcome_columns}
     kwargs: dict[str, Any] = {"paths": result.paths, "split": result.split, "outcome": outcome}
-    resolved = _resolve_threshold(threshold, task, ts)
-    if resolved is not None:
-        kwargs["threshold"] = resolved
+    if threshold is not None:
+        kwargs["threshold"] = threshold
     return analysis.analyze(
         result.params, result.Z, result.lengths, result.run_ids, ts.steps(), outcomes, **kwargs
     )
 
 
 def _resolve_threshold(threshold: float | None, task: str | None, ts: TrajectorySet) -> float | None:
-    """An explicit threshold, else the task preset, else the task named in the data."""
+    """An explicit threshold, else the preset of ``task``, else the preset of the task
+    named in the data's metadata (if it has one), else None (the analysis default)."""
     if threshold is not None:
         return float(threshold)
-    name = task or ts.metadata.get("task")
-    if not name:
+    if importlib.util.find_spec("bayes_trainmap.convergence") is None:
         return None
-    try:
-        from bayes_trainmap.convergence import TASK_THRESHOLDS
-    except ImportError:
-        return None
-    if task is not None and task not in TASK_THRESHOLDS:
-        raise BayesTrainmapError(f"unknown task preset {task!r}; expected one of {sorted(TASK_THRESHOLDS)}")
-    value = TASK_THRESHOLDS.get(name)
-    return None if value is None else float(value)
+    from bayes_trainmap.convergence import TASK_THRESHOLDS, threshold_for_task
+
+    if task is not None:
+        return threshold_for_task(task)
+    recorded = str(ts.metadata.get("task") or "").replace("-", "_").lower()
+    return TASK_THRESHOLDS.get(recorded)
 
 
 # ----------------------------------------------------------------------------------
@@ -571,7 +569,27 @@ def _num(value: Any) -> str:
 # ----------------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------------
-def write_fit_dir(result: FitResult, out: str | os.PathLike, *, extra_config: dict[str, Any] | None = None) -> Path:
+def write_report(fit_dir: str | os.PathLike) -> bool:
+    """Write ``report.md/html/json`` into a fit directory with :mod:`bayes_trainmap.report`.
+
+    Returns False (and logs) when the report layer is not installed.
+    """
+    if importlib.util.find_spec("bayes_trainmap.report") is None:
+        logger.info("bayes_trainmap.report is not installed; no report written")
+        return False
+    from bayes_trainmap import report
+
+    report.write_report(Path(fit_dir))
+    return True
+
+
+def write_fit_dir(
+    result: FitResult,
+    out: str | os.PathLike,
+    *,
+    extra_config: dict[str, Any] | None = None,
+    report: bool = False,
+) -> Path:
     """Write a fit directory (see :mod:`bayes_trainmap.fitdir`) atomically.
 
     Parameters
@@ -582,6 +600,9 @@ def write_fit_dir(result: FitResult, out: str | os.PathLike, *, extra_config: di
         else there is an error (checked before writing).
     extra_config : dict, optional
         Added to ``config.json`` under ``"cli"`` (the command-line options).
+    report : bool
+        Also write the report (:func:`write_report`) before the directory is
+        moved into place, so a failing report leaves no fit directory behind.
 
     Returns
     -------
@@ -608,6 +629,8 @@ def write_fit_dir(result: FitResult, out: str | os.PathLike, *, extra_config: di
             write_json(tmp / "analysis.json", result.analysis.to_dict())
         if result.bayesian is not None and hasattr(result.bayesian, "save"):
             result.bayesian.save(tmp)
+        if report:
+            write_report(tmp)
     return out
 
 
