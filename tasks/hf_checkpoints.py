@@ -1,0 +1,207 @@
+"""Trajectories from a series of Hugging Face BERT checkpoints (the MultiBERTs).
+
+The paper's masked-language-modelling analysis (appendix E) uses the released
+intermediate checkpoints of the MultiBERTs (Sellam et al., 2022), e.g. the hub ids
+``google/multiberts-seed_0-step_0k`` ... ``google/multiberts-seed_0-step_2000k``,
+without further training. :func:`trajectory_from_hf_checkpoints` loads each
+checkpoint of one run in turn (a local ``save_pretrained`` directory or a hub id)
+and computes the 14 weight statistics of its encoder.
+
+This needs the optional ``transformers`` extra (``pip install
+bayes_trainmap[transformers]``), imported only when called.
+
+Statistics selection (:func:`bert_encoder_selection`): for every encoder layer, each
+head's query, key and value projection (rows of the packed ``(H*d_head, d)``
+weights) and its columns of the attention output projection are separate
+matrices, as in the paper's transformer; the intermediate and output dense layers
+are one matrix each; biases are all biases of those projections. Embeddings, layer
+norms, the pooler and the pre-training heads are excluded, so BERT models with
+different heads (``BertForMaskedLM``, ``BertForPreTraining``, ``BertModel``) give the
+same statistics for the same encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from bayes_trainmap.errors import TaskError
+from bayes_trainmap.schema import RUN_COLUMN, SEED_COLUMN, STEP_COLUMN
+from tasks.stats import ParameterSelection, SelectedParameter, weight_statistics
+
+logger = logging.getLogger(__name__)
+
+_LAYER = re.compile(r"^(?P<prefix>(?:.*\.)?encoder\.layer\.\d+\.)attention\.self\.query\.weight$")
+_STEP = re.compile(r"step[_-]?(?P<number>\d+)(?P<kilo>k?)(?:$|[^0-9a-z])", re.IGNORECASE)
+
+
+class MissingExtraError(TaskError, ImportError):
+    """An optional dependency (a pip extra of bayes_trainmap) is not installed."""
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as exc:
+        raise MissingExtraError(
+            "reading Hugging Face checkpoints needs the optional 'transformers' extra: "
+            "pip install 'bayes_trainmap[transformers]'"
+        ) from exc
+    return transformers
+
+
+def bert_encoder_selection(
+    state_dict: Mapping[str, torch.Tensor], n_heads: int, *, split_heads: bool = True
+) -> ParameterSelection:
+    """Weight matrices and biases of the encoder layers of a BERT-style state dict.
+
+    Parameters
+    ----------
+    state_dict : mapping of str to Tensor
+        Keys as in ``transformers``' BERT/RoBERTa models (any prefix before
+        ``encoder.layer.<i>.``, e.g. ``bert.``).
+    n_heads : int
+        ``config.num_attention_heads``.
+    split_heads : bool
+        False counts each attention projection as one matrix (as in the paper
+        authors' MultiBERTs code) instead of one per head.
+
+    Returns
+    -------
+    ParameterSelection
+    """
+    heads = n_heads if split_heads else 1
+    prefixes = sorted(
+        (m.group("prefix") for m in map(_LAYER.match, state_dict) if m),
+        key=lambda p: int(p.rstrip(".").rsplit(".", 1)[1]),
+    )
+    if not prefixes:
+        raise TaskError("no BERT encoder layers ('encoder.layer.<i>.attention.self.query.weight') in the state dict")
+    entries: list[SelectedParameter] = []
+    for prefix in prefixes:
+        for proj in ("query", "key", "value"):
+            entries.append(SelectedParameter(f"{prefix}attention.self.{proj}.weight", "matrix", row_blocks=heads))
+        entries.append(SelectedParameter(f"{prefix}attention.output.dense.weight", "matrix", col_blocks=heads))
+        entries.append(SelectedParameter(f"{prefix}intermediate.dense.weight", "matrix"))
+        entries.append(SelectedParameter(f"{prefix}output.dense.weight", "matrix"))
+        for name in (
+            "attention.self.query.bias",
+            "attention.self.key.bias",
+            "attention.self.value.bias",
+            "attention.output.dense.bias",
+            "intermediate.dense.bias",
+            "output.dense.bias",
+        ):
+            if prefix + name in state_dict:
+                entries.append(SelectedParameter(prefix + name, "bias"))
+    missing = [e.name for e in entries if e.name not in state_dict]
+    if missing:
+        raise TaskError(f"BERT state dict lacks {', '.join(missing[:3])}")
+    return ParameterSelection(tuple(entries))
+
+
+def step_from_checkpoint_name(name: str | os.PathLike) -> int:
+    """The training step in a checkpoint name such as ``multiberts-seed_0-step_20k`` (-> 20000).
+
+    Recognises ``step_<n>``, ``step-<n>``, ``step<n>`` with an optional ``k``
+    (thousands) in the last path component (``checkpoint-<n>`` is also accepted).
+    """
+    base = os.path.basename(os.fspath(name).rstrip("/\\"))
+    match = _STEP.search(base)
+    if match:
+        return int(match.group("number")) * (1000 if match.group("kilo") else 1)
+    match = re.fullmatch(r"checkpoint-(\d+)", base)
+    if match:
+        return int(match.group(1))
+    raise TaskError(f"cannot read a training step from checkpoint name {base!r}; pass steps= explicitly")
+
+
+def trajectory_from_hf_checkpoints(
+    checkpoints: Sequence[str | os.PathLike],
+    steps: Sequence[int] | None = None,
+    *,
+    run: str = "run-0",
+    seed: int = 0,
+    split_heads: bool = True,
+    outcome_fn: Callable[[torch.nn.Module, int], Mapping[str, float]] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    **from_pretrained_kwargs,
+) -> pd.DataFrame:
+    """The trajectory (one row per checkpoint) of one run saved as Hugging Face checkpoints.
+
+    Parameters
+    ----------
+    checkpoints : sequence of str or path
+        Local directories written by ``save_pretrained`` or hub ids, one per
+        checkpoint of the same run (any order).
+    steps : sequence of int, optional
+        The training step of each checkpoint; read from the names
+        (:func:`step_from_checkpoint_name`) when omitted.
+    run : str
+        Value of the ``run`` column.
+    seed : int
+        Value of the ``seed`` column (e.g. the MultiBERTs seed).
+    split_heads : bool
+        Attention projections one matrix per head (default) or packed.
+    outcome_fn : callable(model, step) -> mapping of str to float, optional
+        Extra columns per checkpoint, e.g. a masked-LM loss on held-out text.
+    device : str or torch.device
+        Where each model is loaded and its statistics computed.
+    progress : bool
+        Show a tqdm bar over checkpoints.
+    **from_pretrained_kwargs
+        Passed to ``transformers.AutoModel.from_pretrained`` (``revision``,
+        ``cache_dir``, ``local_files_only``, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``run``, ``seed``, ``step``, the 14 statistics, then any outcome
+        columns; rows sorted by step.
+
+    Raises
+    ------
+    MissingExtraError
+        ``transformers`` is not installed.
+    TaskError
+        No checkpoints, steps that cannot be read or repeat, or a checkpoint
+        that is not a BERT-style encoder.
+    """
+    if len(checkpoints) == 0:
+        raise TaskError("no checkpoints given")
+    if steps is None:
+        steps = [step_from_checkpoint_name(c) for c in checkpoints]
+    elif len(steps) != len(checkpoints):
+        raise TaskError(f"got {len(steps)} steps for {len(checkpoints)} checkpoints")
+    steps = [int(s) for s in steps]
+    if len(set(steps)) != len(steps):
+        raise TaskError(f"checkpoint steps must be distinct, got {sorted(steps)}")
+    transformers = _transformers()
+    order = sorted(range(len(steps)), key=steps.__getitem__)
+    iterator = order
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(order, desc=f"checkpoints of {run}", unit="ckpt")
+    rows = []
+    for i in iterator:
+        source = os.fspath(checkpoints[i])
+        logger.info("loading checkpoint %s (step %d)", source, steps[i])
+        model = transformers.AutoModel.from_pretrained(source, **from_pretrained_kwargs).to(device)
+        model.eval()
+        state = model.state_dict()
+        n_heads = int(model.config.num_attention_heads)
+        selection = bert_encoder_selection(state, n_heads, split_heads=split_heads)
+        row = {RUN_COLUMN: run, SEED_COLUMN: int(seed), STEP_COLUMN: steps[i]}
+        row.update(weight_statistics(state, selection))
+        if outcome_fn is not None:
+            row.update({k: float(v) for k, v in outcome_fn(model, steps[i]).items()})
+        rows.append(row)
+        del model, state
+    return pd.DataFrame(rows)  # columns in row order: run, seed, step, statistics, outcomes
