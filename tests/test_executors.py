@@ -104,6 +104,26 @@ def test_configuration_errors_are_not_retried():
     assert isinstance(report.failures["a"].error, TaskError)
 
 
+def record_then_fail_on(bad: int, calls: list, x: int) -> int:
+    calls.append(x)
+    if x == bad:
+        raise ArithmeticError(f"item {x}")
+    return x
+
+
+def test_fail_fast_reraises_the_original_error_and_stops_the_remaining_items():
+    calls: list[int] = []
+    with pytest.raises(ArithmeticError, match="item 1"):
+        execute(
+            LocalExecutor(max_retries=1),
+            partial(record_then_fail_on, 1, calls),
+            {f"k{i}": i for i in range(4)},
+            progress=False,
+            fail_fast=True,
+        )
+    assert calls == [0, 1, 1]  # item 1 retried once, items 2 and 3 never started
+
+
 def interrupt(x: int) -> int:
     raise KeyboardInterrupt
 

@@ -128,6 +128,16 @@ def test_results_equal_the_local_executor_and_arrive_in_item_order(ray_cluster):
     assert list(distributed.values) == list(items)
 
 
+def test_fail_fast_reraises_the_worker_exception_with_its_remote_traceback(ray_cluster):
+    with pytest.raises(RuntimeError, match="item 0 is broken") as info:
+        execute(
+            RayExecutor(max_retries=0), partial(always_fails_on, 0), {"k0": 0, "k1": 1},
+            progress=False, fail_fast=True,
+        )
+    assert isinstance(info.value.__cause__, ray.exceptions.RayTaskError)
+    assert "always_fails_on" in str(info.value.__cause__)
+
+
 def mark_start_then_sleep(marker_dir: str, x: int) -> int:
     import time
 

@@ -11,6 +11,7 @@ so that ``tasks`` can use executors without depending on analysis code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -179,6 +180,7 @@ def execute(
     unit: str = "task",
     progress: bool = True,
     on_result: Callable[[TaskResult[ResultT]], None] | None = None,
+    fail_fast: bool = False,
 ) -> ExecutionReport[ResultT]:
     """Run ``fn`` over ``items`` with one progress bar; collect values and failures.
 
@@ -196,6 +198,10 @@ def execute(
         Show a tqdm progress bar (on stderr).
     on_result : callable, optional
         Called with every :class:`TaskResult` as it arrives (in completion order).
+    fail_fast : bool, default False
+        Re-raise the first permanent failure's own exception at once and drop the
+        items still pending (a distributed executor cancels them), for work that is
+        useless unless every item succeeds. By default every item runs to its end.
 
     Returns
     -------
@@ -208,9 +214,14 @@ def execute(
 
     order = list(check_items(items))
     by_name: dict[str, TaskResult[ResultT]] = {}
-    with tqdm(total=len(order), desc=desc, unit=unit, disable=not progress) as bar:
-        for result in executor.imap_unordered(fn, items):
+    with (
+        tqdm(total=len(order), desc=desc, unit=unit, disable=not progress) as bar,
+        contextlib.closing(executor.imap_unordered(fn, items)) as outcomes,
+    ):
+        for result in outcomes:
             by_name[result.name] = result
+            if fail_fast and result.error is not None:
+                raise result.error
             if not result.ok:
                 logger.warning(
                     "%s %s failed after %d attempt(s): %s",

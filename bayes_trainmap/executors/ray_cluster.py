@@ -172,6 +172,9 @@ class RayExecutor:
         if isinstance(error, self._ray.exceptions.RayTaskError) and isinstance(
             cause, BaseException
         ):
+            if cause.__cause__ is None:
+                # Keep the worker's traceback (it is in Ray's wrapper) for whoever re-raises.
+                cause.__cause__ = error
             return cause
         return error
 
