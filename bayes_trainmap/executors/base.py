@@ -181,6 +181,7 @@ def execute(
     progress: bool = True,
     on_result: Callable[[TaskResult[ResultT]], None] | None = None,
     fail_fast: bool = False,
+    weights: Mapping[str, int] | None = None,
 ) -> ExecutionReport[ResultT]:
     """Run ``fn`` over ``items`` with one progress bar; collect values and failures.
 
@@ -202,6 +203,9 @@ def execute(
         Re-raise the first permanent failure's own exception at once and drop the
         items still pending (a distributed executor cancels them), for work that is
         useless unless every item succeeds. By default every item runs to its end.
+    weights : Mapping[str, int], optional
+        How far each item advances the progress bar (e.g. the number of seeds in an
+        ensemble chunk, so that one bar counts runs); 1 per item by default.
 
     Returns
     -------
@@ -213,9 +217,10 @@ def execute(
     from tqdm.auto import tqdm
 
     order = list(check_items(items))
+    weight = {name: 1 if weights is None else int(weights[name]) for name in order}
     by_name: dict[str, TaskResult[ResultT]] = {}
     with (
-        tqdm(total=len(order), desc=desc, unit=unit, disable=not progress) as bar,
+        tqdm(total=sum(weight.values()), desc=desc, unit=unit, disable=not progress) as bar,
         contextlib.closing(executor.imap_unordered(fn, items)) as outcomes,
     ):
         for result in outcomes:
@@ -233,7 +238,7 @@ def execute(
                 bar.set_postfix(failed=sum(not r.ok for r in by_name.values()))
             if on_result is not None:
                 on_result(result)
-            bar.update(1)
+            bar.update(weight[result.name])
     missing = [name for name in order if name not in by_name]
     if missing:  # an executor that loses items is a bug, not a user error
         raise RuntimeError(f"executor {executor.name!r} returned no result for {missing}")
