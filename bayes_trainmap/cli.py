@@ -96,7 +96,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     bayes.add_argument("--guide", help="variational family")
 
     analysis = parser.add_argument_group("convergence")
-    analysis.add_argument("--outcome", default="eval_accuracy", help="outcome column (default: %(default)s)")
+    analysis.add_argument("--outcome", help="outcome column defining convergence (default: eval_accuracy if present)")
     analysis.add_argument("--threshold", type=float, help="convergence threshold on the outcome")
     analysis.add_argument("--task", help="task preset for the threshold (e.g. sparse_parities, mnist)")
 

@@ -406,6 +406,21 @@ def _fill_seeds(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _merge_run_metadata(frames: list[pd.DataFrame], metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metadata shared by all files at the top level; keys whose values differ
+    between files (e.g. a per-run ``diverged`` flag) under ``run_metadata[run]``."""
+    keys = set().union(*metas) if metas else set()
+    shared = {k: metas[0][k] for k in keys if all(k in m and m[k] == metas[0][k] for m in metas)}
+    varying = keys - set(shared)
+    merged = dict(sorted(shared.items()))
+    if varying:
+        merged["run_metadata"] = {
+            str(frame[RUN_COLUMN].iloc[0]): {k: meta[k] for k in sorted(varying) if k in meta}
+            for frame, meta in zip(frames, metas)
+        }
+    return merged
+
+
 def load_trajectories(path: str | os.PathLike) -> TrajectorySet:
     """Load a trajectory set from disk.
 
@@ -435,15 +450,15 @@ def load_trajectories(path: str | os.PathLike) -> TrajectorySet:
     if path.is_dir():
         parquet_files = _visible_files(path, ".parquet")
         if parquet_files:
-            frames, metadata = [], {}
+            frames, metas = [], []
             for file in parquet_files:
                 frame, meta = _read_parquet(file)
                 _ensure_rows(frame, file)
                 if RUN_COLUMN not in frame.columns:
                     frame = _single_run_frame(frame, file.stem, _seed_from_name(file.stem, len(frames)))
                 frames.append(_with_step_column(frame, file))
-                metadata = metadata or meta
-            metadata = {**metadata, "source_path": str(path)}
+                metas.append(meta)
+            metadata = {**_merge_run_metadata(frames, metas), "source_path": str(path)}
             return TrajectorySet(_fill_seeds(pd.concat(frames, ignore_index=True)), metadata)
         if _visible_files(path, ".csv"):
             return import_paper_csvs(path)

@@ -67,6 +67,11 @@ MODES: tuple[str, ...] = ("mle", "map", "svi")
 BAYESIAN_MODES: tuple[str, ...] = ("map", "svi")
 COVARIANCES: tuple[str, ...] = ("full", "diag")
 SPLIT_TRAIN, SPLIT_VAL = "train", "val"
+#: Convergence is defined on this outcome unless another is named.
+DEFAULT_OUTCOME = "eval_accuracy"
+#: Threshold used when neither --threshold nor a task preset applies (paper: 0.9
+#: for modular addition and sparse parities).
+DEFAULT_THRESHOLD = 0.9
 
 
 @dataclass
@@ -225,7 +230,7 @@ def fit(
     tol: float = 1e-4,
     min_covar: float = 1e-3,
     min_length: int = 2,
-    outcome: str = "eval_accuracy",
+    outcome: str | None = None,
     threshold: float | None = None,
     task: str | None = None,
     analyze: bool = True,
@@ -258,9 +263,15 @@ def fit(
     n_iter, tol, min_covar : Baum-Welch settings.
     min_length : int
         Minimum checkpoints per run.
-    outcome, threshold, task :
-        Convergence definition for the analysis (threshold from the task preset
-        when not given).
+    outcome : str, optional
+        Outcome column that defines convergence (default ``eval_accuracy``; when
+        the data has no such column the convergence analysis is skipped with a
+        warning, while an explicitly named missing column is an error).
+    threshold : float, optional
+        Convergence threshold; default: the preset of ``task`` or of the task
+        named in the data's metadata, else :data:`DEFAULT_THRESHOLD`.
+    task : str, optional
+        Task preset for the threshold (see ``convergence.TASK_THRESHOLDS``).
     analyze : bool
         Run :func:`bayes_trainmap.analysis.analyze` when it is installed.
     progress : bool
@@ -290,6 +301,7 @@ def fit(
     posterior = _bayesian_backend(mode) if mode in BAYESIAN_MODES else None
     device = resolve_device(device)
     threshold = _resolve_threshold(threshold, task, ts)
+    outcome = _resolve_outcome(outcome, ts)
 
     requested = validate(ts, features, min_length=min_length)
     X, lengths = ts.feature_matrix(requested)
@@ -335,9 +347,18 @@ def fit(
 
     bayesian = None
     if posterior is not None:
-        options = dict(bayes_options or {})
         bayesian = posterior.fit_bayesian(
-            mode, Z_train, len_train, Z, lengths, params, device=device, seed=int(seed), **options
+            mode,
+            Z_train,
+            len_train,
+            Z,
+            lengths,
+            params,
+            convergence_steps=_convergence_steps(ts, outcome, threshold),
+            device=device,
+            seed=int(seed),
+            progress=progress,
+            **dict(bayes_options or {}),
         )
         params = dataclasses.replace(bayesian.params, feature_names=model_features, normalization=normalization)
 
@@ -392,8 +413,10 @@ def fit(
         config=config,
         bayesian=bayesian,
     )
-    if analyze:
-        result.analysis = _run_analysis(result, outcome=outcome, threshold=threshold)
+    if analyze and outcome is not None:
+        result.analysis = _run_analysis(result, outcome=outcome, threshold=threshold, states_range=candidates)
+        if result.analysis is not None and bayesian is not None and bayesian.uncertainty is not None:
+            result.analysis.uncertainty = bayesian.uncertainty
     return result
 
 
@@ -413,35 +436,82 @@ def _viterbi(params, Z: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.asarray(GaussianHMM.from_params(params).predict(Z, lengths), dtype=np.int64)
 
 
-def _run_analysis(result: FitResult, *, outcome: str, threshold: float | None):
-    """Call the analysis layer when it is installed (training map, detours, ...)."""
-    if importlib.util.find_spec("bayes_trainmap.analysis") is None:
-        logger.info("bayes_trainmap.analysis is not installed; skipping the training-map analysis")
+def _resolve_outcome(outcome: str | None, ts: TrajectorySet) -> str | None:
+    """The outcome column defining convergence, or None (with a warning) when the
+    default column is absent; an explicitly requested missing column is an error."""
+    if outcome is not None:
+        if outcome not in ts.outcome_columns:
+            raise TrajectoryError(
+                f"outcome column {outcome!r} not found; available outcome columns: {ts.outcome_columns or 'none'}"
+            )
+        return outcome
+    if DEFAULT_OUTCOME in ts.outcome_columns:
+        return DEFAULT_OUTCOME
+    logger.warning(
+        "the data has no %r column: the convergence analysis (detours, regression) is skipped; "
+        "name an outcome column with --outcome",
+        DEFAULT_OUTCOME,
+    )
+    return None
+
+
+def _convergence_steps(ts: TrajectorySet, outcome: str | None, threshold: float) -> np.ndarray | None:
+    """Convergence step per run (NaN where the outcome never crosses), run order."""
+    if outcome is None:
         return None
-    analysis = importlib.import_module("bayes_trainmap.analysis")
+    from bayes_trainmap.convergence import convergence_from_arrays
+
+    result = convergence_from_arrays(
+        ts.outcome(outcome), ts.steps(), ts.lengths, ts.run_ids, outcome=outcome, threshold=threshold
+    )
+    return result.steps.to_numpy(dtype=np.float64)
+
+
+def _run_analysis(result: FitResult, *, outcome: str, threshold: float, states_range: Sequence[int]):
+    """The training map, convergence regression, detours, dissimilarity and baselines.
+
+    An analysis the data cannot support (e.g. no run converges) is reported as a
+    warning; the fit itself is still written.
+    """
+    from bayes_trainmap import analysis
+
     ts = result.trajectories
     outcomes = {name: ts.outcome(name) for name in ts.outcome_columns}
-    kwargs: dict[str, Any] = {"paths": result.paths, "split": result.split, "outcome": outcome}
-    if threshold is not None:
-        kwargs["threshold"] = threshold
-    return analysis.analyze(
-        result.params, result.Z, result.lengths, result.run_ids, ts.steps(), outcomes, **kwargs
-    )
-
-
-def _resolve_threshold(threshold: float | None, task: str | None, ts: TrajectorySet) -> float | None:
-    """An explicit threshold, else the preset of ``task``, else the preset of the task
-    named in the data's metadata (if it has one), else None (the analysis default)."""
-    if threshold is not None:
-        return float(threshold)
-    if importlib.util.find_spec("bayes_trainmap.convergence") is None:
+    try:
+        return analysis.analyze(
+            result.params,
+            result.Z,
+            result.lengths,
+            result.run_ids,
+            ts.steps(),
+            outcomes,
+            paths=result.paths,
+            split=result.split,
+            outcome=outcome,
+            threshold=threshold,
+            states_range=list(states_range),
+            random_state=int(result.config["seed"]),
+        )
+    except BayesTrainmapError as exc:
+        logger.warning("analysis skipped: %s", exc)
         return None
+
+
+def _resolve_threshold(threshold: float | None, task: str | None, ts: TrajectorySet) -> float:
+    """An explicit threshold, else the preset of ``task``, else the preset of the task
+    named in the data's metadata (if it has one), else :data:`DEFAULT_THRESHOLD`."""
     from bayes_trainmap.convergence import TASK_THRESHOLDS, threshold_for_task
 
+    if threshold is not None:
+        return float(threshold)
     if task is not None:
         return threshold_for_task(task)
     recorded = str(ts.metadata.get("task") or "").replace("-", "_").lower()
-    return TASK_THRESHOLDS.get(recorded)
+    variant = str(ts.metadata.get("variant") or "").replace("-", "_").lower()
+    for key in (f"{recorded}_{variant}", recorded):
+        if key in TASK_THRESHOLDS:
+            return float(TASK_THRESHOLDS[key])
+    return DEFAULT_THRESHOLD
 
 
 # ----------------------------------------------------------------------------------
@@ -627,8 +697,8 @@ def write_fit_dir(
         _plot_selection_curve(result.selection.curve, result.selection.best_n_states, figures / "selection_curve.png")
         if result.analysis is not None:
             write_json(tmp / "analysis.json", result.analysis.to_dict())
-        if result.bayesian is not None and hasattr(result.bayesian, "save"):
-            result.bayesian.save(tmp)
+        if result.bayesian is not None:
+            result.bayesian.write_posterior(tmp)
         if report:
             write_report(tmp)
     return out

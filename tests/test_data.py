@@ -278,3 +278,15 @@ def test_shipped_demo_sets_are_valid():
         ts = data.demo_trajectories(name)
         assert ts.n_runs >= 10, name
         assert validate(ts) == list(STATISTIC_NAMES), name
+
+
+def test_per_run_metadata_that_differs_is_kept_per_run(tmp_path, ragged_set):
+    save_trajectories(ragged_set, tmp_path / "traj")
+    # rewrite one run as a task writer would: same task, its own divergence flag
+    file = tmp_path / "traj" / "run_2.parquet"
+    table = pq.read_table(file)
+    meta = {"task": "toy", "hyperparameters": {"lr": 0.01}, "diverged": True}
+    pq.write_table(table.replace_schema_metadata({PARQUET_METADATA_KEY: json.dumps(meta).encode()}), file)
+    loaded = load_trajectories(tmp_path / "traj")
+    assert loaded.metadata["task"] == "toy" and "diverged" not in loaded.metadata
+    assert loaded.metadata["run_metadata"] == {"run_0": {}, "run_1": {}, "run_2": {"diverged": True}, "run_3": {}}
