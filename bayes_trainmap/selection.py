@@ -223,8 +223,9 @@ def select_n_states(
     X_val : numpy.ndarray, shape (n_val, d)
         z-scored held-out checkpoints.
     len_val : numpy.ndarray, shape (N_val,)
-    states : iterable of int
-        Candidate numbers of states (default 1..8, as in the paper).
+    states : iterable of int, int or str
+        Candidate numbers of states (default 1..8, as in the paper); a string
+        is parsed by :func:`parse_states`.
     n_restarts : int
         Baum-Welch restarts per K, each from k-means initialisation with seed
         :func:`restart_seed` ``(random_state, K, restart)``.
@@ -267,8 +268,13 @@ def select_n_states(
         raise ModelSelectionError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
     if int(n_restarts) < 1:
         raise ModelSelectionError(f"n_restarts must be at least 1, got {n_restarts}")
-    parsed = parse_states(states)
-    candidates = list(parsed if parsed is not None else DEFAULT_STATES)
+    if isinstance(states, (str, int, np.integer)):
+        parsed = parse_states(states)
+        candidates = list(parsed if parsed is not None else DEFAULT_STATES)
+    else:
+        candidates = sorted({int(k) for k in states})
+    if not candidates or candidates[0] < 1:
+        raise ModelSelectionError(f"candidate numbers of states must be positive integers, got {states!r}")
     n_train, d = X_train.shape
     n_val = int(X_val.shape[0])
     for k in candidates:
