@@ -131,7 +131,7 @@ class HMMParams:
                 k, i = bad[0]
                 raise ValueError(
                     f"diagonal covariance of state {k} must be positive, got "
-                    f"covars[{k}, {i}] = {self.covars[k, i]!r}"
+                    f"covars[{k}, {i}] = {float(self.covars[k, i])}"
                 )
         else:
             scale = np.maximum(np.abs(self.covars).max(axis=(1, 2)), np.finfo(float).tiny)
@@ -296,10 +296,10 @@ def _check_stochastic(name: str, rows: np.ndarray) -> None:
     if np.any(rows < 0):
         i, j = np.argwhere(rows < 0)[0]
         where = f"{name}[{j}]" if rows.shape[0] == 1 else f"{name}[{i}, {j}]"
-        raise ValueError(f"{name} must be non-negative, got {where} = {rows[i, j]!r}")
+        raise ValueError(f"{name} must be non-negative, got {where} = {float(rows[i, j])}")
     sums = rows.sum(axis=1)
     bad = np.flatnonzero(np.abs(sums - 1.0) > _SUM_TOL)
     if bad.size:
         i = bad[0]
         where = name if rows.shape[0] == 1 else f"row {i} of {name}"
-        raise ValueError(f"{where} must sum to 1, sums to {sums[i]!r}")
+        raise ValueError(f"{where} must sum to 1, sums to {float(sums[i])}")
