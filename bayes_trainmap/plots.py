@@ -7,7 +7,7 @@ without pyplot's global state), draws, and returns what it drew; none calls
 
 from __future__ import annotations
 
-from collections import deque
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +18,7 @@ __all__ = [
     "new_axes",
     "save_figure",
     "state_colors",
+    "MapLayout",
     "map_layout",
     "plot_training_map",
     "plot_selection_curves",
@@ -68,55 +69,104 @@ def _edge_pairs(edges: pd.DataFrame) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges["source"], edges["target"])]
 
 
-def map_layout(states: Sequence[int], edges: Sequence[tuple[int, int]], initial: Sequence[int]) -> dict[int, tuple[float, float]]:
-    """Left-to-right layered layout: x = BFS depth from the initial states.
+@dataclass
+class MapLayout:
+    """Positions of a layered training-map drawing.
 
-    Within a layer, nodes are ordered by the mean height of their predecessors
-    (one barycentre pass), which keeps forks and their rejoins readable.
+    Attributes
+    ----------
+    positions : dict state -> (x, y)
+        x is the layer (longest path from the initial states, back edges ignored).
+    routes : dict (j, k) -> list of (x, y)
+        Bend points of edges spanning more than one layer (one per skipped layer).
+    back_edges : set of (j, k)
+        Edges that close a cycle (drawn curved).
+    """
+
+    positions: dict[int, tuple[float, float]]
+    routes: dict[tuple[int, int], list[tuple[float, float]]]
+    back_edges: set[tuple[int, int]]
+
+
+def map_layout(states: Sequence[int], edges: Sequence[tuple[int, int]], initial: Sequence[int]) -> MapLayout:
+    """Left-to-right layered layout of a training map (a small Sugiyama layout).
+
+    1. Edges closing a cycle (found by depth-first search from the initial
+       states) are set aside; the rest form a DAG.
+    2. Layer = longest path from a root, so a detour sits in its own layer
+       between the fork and the rejoin.
+    3. An edge skipping layers gets a bend point in every skipped layer, which
+       takes part in the ordering, so it is routed around the states it skips.
+    4. Within a layer, nodes and bend points are ordered by the mean height of
+       their predecessors (one barycentre pass) and spread evenly around 0.
 
     Returns
     -------
-    dict state -> (x, y)
+    MapLayout
     """
-    states = list(states)
-    succ: dict[int, list[int]] = {s: [] for s in states}
-    pred: dict[int, list[int]] = {s: [] for s in states}
-    for a, b in edges:
-        if a != b and a in succ and b in succ:
-            succ[a].append(b)
-            pred[b].append(a)
-    depth: dict[int, int] = {}
-    queue = deque()
-    for s in initial:
-        if s in succ and s not in depth:
-            depth[s] = 0
-            queue.append(s)
-    while queue:
-        v = queue.popleft()
-        for w in sorted(succ[v]):
-            if w not in depth:
-                depth[w] = depth[v] + 1
-                queue.append(w)
-    last = max(depth.values(), default=-1)
-    for s in states:  # states not reachable from a start (not expected for decoded paths)
-        if s not in depth:
-            last += 1
-            depth[s] = last
-    layers: dict[int, list[int]] = {}
-    for s in states:
-        layers.setdefault(depth[s], []).append(s)
-    pos: dict[int, tuple[float, float]] = {}
-    for d in sorted(layers):
-        nodes = layers[d]
+    import networkx as nx
+
+    states = [int(s) for s in states]
+    pairs = [(int(a), int(b)) for a, b in edges if a != b and a in states and b in states]
+    graph = nx.DiGraph()
+    graph.add_nodes_from(states)
+    graph.add_edges_from(pairs)
+    roots = [s for s in initial if s in graph] or sorted(states)[:1]
+    back: set[tuple[int, int]] = set()
+    visited: set[int] = set()
+    for root in roots + sorted(states):
+        if root in visited:
+            continue
+        for u, v, kind in nx.dfs_labeled_edges(graph, source=root):
+            if kind == "nontree" and v in visited and u != v and nx.has_path(graph.subgraph(visited), v, u):
+                back.add((u, v))
+        visited |= set(nx.dfs_preorder_nodes(graph, root))
+    dag = nx.DiGraph()
+    dag.add_nodes_from(states)
+    dag.add_edges_from(e for e in pairs if e not in back)
+    if not nx.is_directed_acyclic_graph(dag):  # defensive: drop remaining cycle edges
+        for u, v in nx.find_cycle(dag):
+            back.add((u, v))
+            dag.remove_edge(u, v)
+    layer: dict[int, int] = {}
+    for v in nx.topological_sort(dag):
+        preds = list(dag.predecessors(v))
+        layer[v] = 1 + max(layer[u] for u in preds) if preds else 0
+
+    # Slots per layer: real nodes plus one bend point per skipped layer of each long edge.
+    slots: dict[int, list] = {}
+    preds_of: dict = {}
+    for v in states:
+        slots.setdefault(layer[v], []).append(v)
+        preds_of[v] = list(dag.predecessors(v))
+    for u, v in sorted(dag.edges()):
+        prev = u
+        for depth in range(layer[u] + 1, layer[v]):
+            dummy = ("bend", u, v, depth)
+            slots.setdefault(depth, []).append(dummy)
+            preds_of[dummy] = [prev]
+            prev = dummy
+        if layer[v] - layer[u] > 1:
+            preds_of[v] = [prev if p == u else p for p in preds_of[v]]
+    pos: dict = {}
+    for depth in sorted(slots):
+        items = slots[depth]
         key = {}
-        for s in nodes:
-            ys = [pos[p][1] for p in pred[s] if p in pos]
-            key[s] = (np.mean(ys) if ys else 0.0, s)
-        nodes = sorted(nodes, key=lambda s: key[s])
-        ys = np.linspace((len(nodes) - 1) / 2, -(len(nodes) - 1) / 2, len(nodes))
-        for s, y in zip(nodes, ys):
-            pos[s] = (float(d), float(y))
-    return pos
+        for item in items:
+            ys = [pos[p][1] for p in preds_of[item] if p in pos]
+            # Real states before bend points at equal height: long edges go round them.
+            key[item] = (-(np.mean(ys) if ys else 0.0), isinstance(item, tuple), str(item))
+        items = sorted(items, key=lambda i: key[i])
+        ys = np.linspace((len(items) - 1) / 2, -(len(items) - 1) / 2, len(items))
+        for item, y in zip(items, ys):
+            pos[item] = (float(depth), float(y))
+    positions = {s: pos[s] for s in states}
+    routes = {}
+    for u, v in dag.edges():
+        bends = [pos[("bend", u, v, d)] for d in range(layer[u] + 1, layer[v])]
+        if bends:
+            routes[(u, v)] = bends
+    return MapLayout(positions, routes, back)
 
 
 def _edge_text(row, max_features: int = 3) -> str:
@@ -124,12 +174,19 @@ def _edge_text(row, max_features: int = 3) -> str:
 
     lines = [format_change(f, c) for f, c in list(zip(row["top_features"], row["mean_change"]))[:max_features]]
     runs = int(row["n_runs"])
-    lines.append(f"{runs} run{'s' if runs != 1 else ''}, p={row['trans_prob']:.3f}")
+    lines.append(f"{runs} run{'s' if runs != 1 else ''}, p({int(row['target'])}|{int(row['source'])})={row['trans_prob']:.3f}")
     if np.isfinite(row.get("conv_mean", np.nan)):
         sd = row.get("conv_sd", np.nan)
         conv = f"{row['conv_mean']:.0f}" + (f" ± {sd:.0f}" if np.isfinite(sd) else "")
-        lines.append(f"conv. {conv}")
+        lines.append(f"converge at {conv}")
     return "\n".join(lines)
+
+
+def _bezier_mid(p0, p1, rad: float) -> tuple[float, float]:
+    """Midpoint of matplotlib's ``arc3`` curve from p0 to p1 (in data units)."""
+    (x0, y0), (x1, y1) = p0, p1
+    dx, dy = x1 - x0, y1 - y0
+    return (x0 + x1) / 2 + 0.5 * rad * dy, (y0 + y1) / 2 - 0.5 * rad * dx
 
 
 def plot_training_map(
@@ -146,7 +203,8 @@ def plot_training_map(
     in orange; initial states with a green ring, final states with a purple one.
     Edges: the pruned transitions, labelled with the top features (the paper's
     "L2 ↓ 0.59"), the number of runs using them, the transition probability and
-    the mean ± SD convergence step of those runs. With ``uncertainty`` (Bayesian
+    the mean ± SD convergence step of those runs. Layout: :func:`map_layout`
+    (left to right from the initial states). With ``uncertainty`` (Bayesian
     modes) each edge's opacity is its posterior probability of existing and edges
     with ``p_exists < 0.5`` are dashed.
 
@@ -163,107 +221,125 @@ def plot_training_map(
     Returns
     -------
     dict
-        ``{"nodes", "edges", "node_labels", "edge_labels", "positions"}``.
+        ``{"nodes", "edges", "node_labels", "edge_labels", "layout", "legend"}``.
     """
     import networkx as nx
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyArrowPatch
 
-    if ax is None:
-        states_df = training_map.states
-        n_layers = max(2, len(states_df))
-        _, ax = new_axes(figsize=(min(3.3 * n_layers, 22), 5.5))
     states = training_map.states
     visited = states.loc[states["n_runs"] > 0]
     nodes = [int(s) for s in visited["state"]]
     edges = training_map.edges
     pairs = _edge_pairs(edges)
-    pos = map_layout(nodes, pairs, training_map.initial_states)
+    layout = map_layout(nodes, pairs, training_map.initial_states)
+    pos = layout.positions
+    all_points = list(pos.values()) + [p for bends in layout.routes.values() for p in bends]
+    n_layers = len({x for x, _ in all_points}) or 1
+    max_layer = max([sum(1 for p in all_points if p[0] == x) for x, _ in all_points], default=1)
+    if ax is None:
+        _, ax = new_axes(figsize=(min(2.0 + 3.0 * n_layers, 26), 2.4 + 1.8 * max_layer))
+    xs = [p[0] for p in all_points] or [0.0]
+    ys = [p[1] for p in all_points] or [0.0]
+    ax.set_xlim(min(xs) - 0.45, max(xs) + 0.45)
+    ax.set_ylim(min(ys) - 0.75, max(ys) + 0.6)
+    ax.set_axis_off()
+
     graph = nx.DiGraph()
     graph.add_nodes_from(nodes)
-    graph.add_edges_from(pairs)
-
     occupancy = dict(zip(visited["state"].astype(int), visited["occupancy"].astype(float)))
-    sizes = [300 + 5000 * occupancy[s] for s in nodes]
-    detours = set(int(s) for s in detour_states)
-    colors = [DETOUR_COLOR if s in detours else NODE_COLOR for s in nodes]
+    sizes = {s: 350 + 5000 * occupancy[s] for s in nodes}
+    detours = {int(s) for s in detour_states}
     initial, final = set(training_map.initial_states), set(training_map.final_states)
-    ring = [INITIAL_EDGE if s in initial else (FINAL_EDGE if s in final else "white") for s in nodes]
-    widths = [3.0 if (s in initial or s in final) else 1.0 for s in nodes]
     node_artist = nx.draw_networkx_nodes(
-        graph, pos, nodelist=nodes, node_size=sizes, node_color=colors, edgecolors=ring, linewidths=widths, ax=ax
+        graph,
+        pos,
+        nodelist=nodes,
+        node_size=[sizes[s] for s in nodes],
+        node_color=[DETOUR_COLOR if s in detours else NODE_COLOR for s in nodes],
+        edgecolors=[INITIAL_EDGE if s in initial else (FINAL_EDGE if s in final else "white") for s in nodes],
+        linewidths=[3.0 if (s in initial or s in final) else 1.0 for s in nodes],
+        ax=ax,
     )
+    node_artist.set_zorder(3)
     node_labels = nx.draw_networkx_labels(
         graph, pos, labels={s: f"{s}\n{100 * occupancy[s]:.0f}%" for s in nodes}, font_size=9, ax=ax
     )
+    for text in node_labels.values():
+        text.set_zorder(4)
 
     p_exists = {}
     if uncertainty:
         p_exists = {(int(e["source"]), int(e["target"])): float(e["p_exists"]) for e in uncertainty.get("edges", [])}
-    edge_artists = []
-    reciprocal = {(a, b) for a, b in pairs if (b, a) in set(pairs)}
+    pair_set = set(pairs)
+    edge_artists, label_at = [], {}
     for a, b in pairs:
-        backward = pos[b][0] <= pos[a][0]
-        rad = 0.25 if ((a, b) in reciprocal or backward) else 0.0
-        alpha = p_exists.get((a, b), 1.0)
-        style = "dashed" if p_exists and alpha < 0.5 else "solid"
-        artist = nx.draw_networkx_edges(
-            graph,
-            pos,
-            edgelist=[(a, b)],
-            ax=ax,
-            arrows=True,
+        alpha = max(p_exists.get((a, b), 1.0), 0.15)
+        style = "--" if p_exists and p_exists.get((a, b), 1.0) < 0.5 else "-"
+        points = [pos[a], *layout.routes.get((a, b), []), pos[b]]
+        curved = (a, b) in layout.back_edges or (b, a) in pair_set
+        rad = 0.3 if curved else 0.0
+        for p, q in zip(points[:-2], points[1:-1]):  # bends: plain segments
+            (line,) = ax.plot([p[0], q[0]], [p[1], q[1]], color="black", lw=1.6, alpha=alpha, ls=style, zorder=1)
+            edge_artists.append(line)
+        # Shrink the arrow by the node radii (marker area is in points^2).
+        shrink_a = np.sqrt(sizes[a]) / 2 + 2 if len(points) == 2 else 0
+        arrow = FancyArrowPatch(
+            points[-2],
+            points[-1],
             arrowstyle="-|>",
-            arrowsize=16,
-            width=1.6,
-            alpha=max(alpha, 0.15),
-            style=style,
+            mutation_scale=16,
+            lw=1.6,
+            color="black",
+            alpha=alpha,
+            linestyle=style,
             connectionstyle=f"arc3,rad={rad}",
-            nodelist=nodes,
-            node_size=sizes,
+            shrinkA=shrink_a,
+            shrinkB=np.sqrt(sizes[b]) / 2 + 2,
+            zorder=2,
         )
-        edge_artists.extend(artist if isinstance(artist, list) else [artist])
+        ax.add_patch(arrow)
+        edge_artists.append(arrow)
+        if len(points) > 2:
+            label_at[(a, b)] = points[len(points) // 2] if len(points) % 2 else (
+                (points[len(points) // 2 - 1][0] + points[len(points) // 2][0]) / 2,
+                (points[len(points) // 2 - 1][1] + points[len(points) // 2][1]) / 2,
+            )
+        else:
+            label_at[(a, b)] = _bezier_mid(points[0], points[1], rad)
 
     edge_labels = {}
     if show_labels and len(edges):
-        labels = {(int(r["source"]), int(r["target"])): _edge_text(r) for _, r in edges.iterrows()}
-        for (a, b), text in labels.items():
+        for _, row in edges.iterrows():
+            key = (int(row["source"]), int(row["target"]))
+            text = _edge_text(row)
             if p_exists:
-                text += f"\nP(edge)={p_exists.get((a, b), float('nan')):.2f}"
-            (xa, ya), (xb, yb) = pos[a], pos[b]
-            # Label at the middle of the edge, nudged off the line for curved edges.
-            backward = xb <= xa
-            off = 0.18 if ((a, b) in reciprocal or backward) else 0.0
-            x, y = (xa + xb) / 2, (ya + yb) / 2 + off
-            edge_labels[(a, b)] = ax.text(
+                text += f"\nP(edge)={p_exists.get(key, float('nan')):.2f}"
+            x, y = label_at[key]
+            edge_labels[key] = ax.text(
                 x,
                 y,
                 text,
                 fontsize=7,
                 ha="center",
                 va="center",
-                bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.7", "alpha": 0.9},
+                bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.7", "alpha": 0.92},
                 zorder=5,
             )
-    xs = [p[0] for p in pos.values()] or [0.0]
-    ys = [p[1] for p in pos.values()] or [0.0]
-    ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
-    ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
-    ax.set_axis_off()
-    from matplotlib.lines import Line2D
-
     handles = [
-        Line2D([], [], marker="o", ls="", ms=10, mfc=NODE_COLOR, mec="white", label="state (size: occupancy)"),
+        Line2D([], [], marker="o", ls="", ms=10, mfc=NODE_COLOR, mec="white", label="state (area: share of checkpoints)"),
         Line2D([], [], marker="o", ls="", ms=10, mfc=DETOUR_COLOR, mec="white", label="detour state"),
         Line2D([], [], marker="o", ls="", ms=10, mfc="none", mec=INITIAL_EDGE, mew=2.5, label="initial state"),
         Line2D([], [], marker="o", ls="", ms=10, mfc="none", mec=FINAL_EDGE, mew=2.5, label="final state"),
     ]
-    legend = ax.legend(handles=handles, loc="lower left", fontsize=7, frameon=False, ncol=4, bbox_to_anchor=(0, -0.08))
+    legend = ax.legend(handles=handles, loc="lower left", fontsize=7.5, frameon=False, ncol=4, bbox_to_anchor=(0, -0.04))
     ax.set_title("Training map", fontsize=11)
     return {
         "nodes": node_artist,
         "edges": edge_artists,
         "node_labels": node_labels,
         "edge_labels": edge_labels,
-        "positions": pos,
+        "layout": layout,
         "legend": legend,
     }
 
