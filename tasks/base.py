@@ -24,7 +24,9 @@ How to add a task
    - optionally ``data_depends_on_seed`` (True when each seed draws its own data
      set, as in sparse parities) and ``vmappable`` (False when the model cannot be
      trained with ``torch.func.vmap``, e.g. batch norm in train mode; the loop
-     also detects this itself and falls back to sequential training).
+     also detects this itself and falls back to sequential training), and
+     ``runtime_keys`` (config keys such as a data directory that do not change
+     results, so resuming a collection does not compare them).
 
 2. Implement :meth:`Task.build_data` (tensors from a seed; called once when
    ``data_depends_on_seed`` is False) and :meth:`Task.build_model` (an
@@ -189,6 +191,9 @@ class Task:
     threshold: ClassVar[float | None] = None
     data_depends_on_seed: ClassVar[bool] = False
     vmappable: ClassVar[bool] = True
+    #: Config keys that do not change results (data paths, download flags): stored with a
+    #: collection but not compared when a collection is resumed.
+    runtime_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, variant: str = "default", size: str = "default", overrides: Mapping[str, Any] | None = None):
         variants = self.variant_names()

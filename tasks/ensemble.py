@@ -51,8 +51,8 @@ class FunctionalOptimizer:
     """``torch.optim`` SGD / Adam / AdamW on stacked parameter tensors (in place).
 
     The arithmetic follows ``torch.optim``'s single-tensor (``foreach=False``) code
-    paths operation by operation, so a one-member ensemble matches ``torch.optim`` to
-    rounding.
+    paths (momentum-free SGD applies the coupled weight decay as ``p (1 - lr wd)``
+    in place), so a one-member ensemble matches ``torch.optim`` up to rounding.
     """
 
     def __init__(self, spec: OptimizerSpec, params: dict[str, torch.Tensor]):
@@ -78,16 +78,20 @@ class FunctionalOptimizer:
 
     def _sgd(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> None:
         spec = self.spec
-        if spec.weight_decay:
-            g = g.add(p, alpha=spec.weight_decay)
         if spec.momentum:
+            if spec.weight_decay:
+                g = g.add(p, alpha=spec.weight_decay)
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = torch.clone(g).detach()
             else:
                 buf.mul_(spec.momentum).add_(g)
-            g = buf
-        p.add_(g, alpha=-spec.lr)
+            p.add_(buf, alpha=-spec.lr)
+        else:
+            # p - lr (g + wd p) without allocating g + wd p (equal up to rounding)
+            if spec.weight_decay:
+                p.mul_(1 - spec.lr * spec.weight_decay)
+            p.add_(g, alpha=-spec.lr)
 
     def _adam(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> None:
         spec = self.spec
@@ -155,7 +159,9 @@ class EnsembleTrainer:
             self.train_x, self.train_y = d.train_inputs, d.train_targets
             self.eval_sets = evaluation_sets(task, d)
         self.eval_batch = int(task.config.get("eval_batch_size", 4096))
-        self._member_index = torch.arange(self.n_members, device=device).unsqueeze(1)
+        # row offset of each member in the flattened (S * n_train, ...) training tensors
+        n_train = self.train_x.shape[1] if self.per_seed_data else self.train_x.shape[0]
+        self._member_offset = torch.arange(self.n_members, device=device).unsqueeze(1) * n_train
 
     # -- one member's computation, vmapped over the seed dimension ------------------------
     def _forward(self, params, buffers, x):
@@ -169,7 +175,9 @@ class EnsembleTrainer:
     def _gather(self, indices: torch.Tensor):
         idx = indices.to(self.device)
         if self.per_seed_data:
-            x, y = self.train_x[self._member_index, idx], self.train_y[self._member_index, idx]
+            flat = (idx + self._member_offset).reshape(-1)
+            x = self.train_x.flatten(0, 1).index_select(0, flat).reshape(*idx.shape, *self.train_x.shape[2:])
+            y = self.train_y.flatten(0, 1).index_select(0, flat).reshape(*idx.shape, *self.train_y.shape[2:])
         else:
             x, y = self.train_x[idx], self.train_y[idx]
         if self.transforms:

@@ -1,0 +1,321 @@
+"""Resumable collection of training runs over many seeds.
+
+Layout of a collection directory::
+
+    out/collection.json      task, variant, size, full configuration, package version, seeds
+    out/run-<seed>.parquet   one finished run each (written atomically)
+
+Running the same collection again skips the runs whose file exists and reads back,
+removes temporary files of interrupted writes, and trains the rest, so an interrupted
+collection is completed with no run lost, duplicated or half-written. A directory
+that holds a collection with another configuration is refused (:class:`TaskError`
+naming the differing keys); seeds may be added to an existing collection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bayes_trainmap.errors import TaskError
+from tasks.base import Task
+from tasks.ensemble import train_ensemble
+from tasks.loop import RunResult, resolve_device, run_id, train_sequential
+from tasks.registry import get_task
+from tasks.trajectory_io import TEMP_PREFIX, read_run, write_run
+
+logger = logging.getLogger(__name__)
+
+COLLECTION_FILE = "collection.json"
+
+
+def run_path(out: str | os.PathLike, seed: int) -> Path:
+    """Where seed ``seed``'s run lives in a collection directory."""
+    return Path(out) / f"run-{int(seed)}.parquet"
+
+
+@dataclasses.dataclass
+class CollectionResult:
+    """What one call of :func:`collect` did.
+
+    Attributes
+    ----------
+    out : Path
+    trained : list of int
+        Seeds trained (and written) by this call.
+    skipped : list of int
+        Seeds already finished before this call.
+    diverged : dict of int to int
+        Seed -> first non-finite checkpoint step, for runs of this call that diverged.
+    trainer : dict of int to str
+        Seed -> ``"ensemble"`` or ``"sequential"``.
+    timings : dict of str to float
+        Seconds in ``train``, ``statistics`` and ``evaluation``, summed over this call's
+        ensembles / sequential runs.
+    """
+
+    out: Path
+    trained: list[int]
+    skipped: list[int]
+    diverged: dict[int, int]
+    trainer: dict[int, str]
+    timings: dict[str, float]
+
+
+def _package_version() -> str:
+    from bayes_trainmap import __version__
+
+    return __version__
+
+
+def _identity(task: Task) -> dict[str, Any]:
+    """The part of a task's description that must match to resume a collection."""
+    described = task.describe()
+    described["config"] = {k: v for k, v in described["config"].items() if k not in task.runtime_keys}
+    return json.loads(json.dumps(described))  # normalise tuples -> lists
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.extend(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} there, {b!r} now)")
+    return out
+
+
+def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_directory(task: Task, out: str | os.PathLike, seeds: list[int]) -> Path:
+    """Create or check the collection directory and (re)write ``collection.json``."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TaskError(f"cannot create output directory {out}: {exc.strerror or exc}") from exc
+    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
+        raise TaskError(f"output directory {out} is not writable")
+    manifest_path = out / COLLECTION_FILE
+    identity = _identity(task)
+    known_seeds: list[int] = []
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise TaskError(f"{manifest_path} is unreadable ({exc}); use another --out directory") from exc
+        old_identity = {k: manifest.get(k) for k in ("task", "variant", "size")}
+        old_identity["config"] = {
+            k: v for k, v in (manifest.get("config") or {}).items() if k not in task.runtime_keys
+        }
+        diff = _differences(old_identity, identity)
+        if diff:
+            raise TaskError(
+                f"{out} holds a collection with another configuration; differing keys: {'; '.join(diff)}. "
+                "Use another --out directory or the same settings."
+            )
+        known_seeds = [int(s) for s in manifest.get("seeds", [])]
+    elif any(out.glob("run-*.parquet")):
+        raise TaskError(f"{out} holds run files but no {COLLECTION_FILE}; refusing to mix collections")
+    payload = {
+        **task.describe(),
+        "threshold": task.threshold,
+        "seeds": sorted(set(known_seeds) | set(seeds)),
+        "package_version": _package_version(),
+    }
+    try:
+        _write_json_atomic(manifest_path, json.loads(json.dumps(payload)))
+    except OSError as exc:
+        raise TaskError(f"output directory {out} is not writable: {exc.strerror or exc}") from exc
+    for stale in out.glob(f"{TEMP_PREFIX}*"):
+        logger.info("removing %s left by an interrupted write", stale)
+        stale.unlink(missing_ok=True)
+    return out
+
+
+def finished_seeds(out: str | os.PathLike, seeds: Iterable[int]) -> list[int]:
+    """Seeds whose run file exists and reads back; unreadable files are removed (their run reruns)."""
+    done = []
+    for seed in seeds:
+        path = run_path(out, seed)
+        if not path.exists():
+            continue
+        try:
+            frame, _ = read_run(path)
+        except TaskError as exc:
+            logger.warning("%s; the run will be trained again", exc)
+            path.unlink(missing_ok=True)
+            continue
+        if len(frame):
+            done.append(int(seed))
+    return done
+
+
+def _run_metadata(task: Task, result: RunResult) -> dict[str, Any]:
+    return json.loads(json.dumps({
+        **task.describe(),
+        "threshold": task.threshold,
+        "run": run_id(result.seed),
+        "seed": result.seed,
+        "diverged": result.diverged,
+        "diverged_step": result.diverged_step,
+        "trainer": result.trainer,
+        "package_version": _package_version(),
+    }))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-39"``, ``"0,3,5-7"`` or ``"7"`` -> sorted distinct seeds; ``TaskError`` otherwise."""
+    seeds: set[int] = set()
+    parts = [p.strip() for p in str(text).split(",")]
+    for part in parts:
+        bounds = part.split("-")
+        try:
+            if len(bounds) == 1:
+                lo = hi = int(bounds[0])
+            elif len(bounds) == 2:
+                lo, hi = int(bounds[0]), int(bounds[1])
+            else:
+                raise ValueError
+        except ValueError:
+            raise TaskError(
+                f"malformed seed range {text!r} (at {part!r}); expected e.g. '0-39' or '0,3,5-7' "
+                "with non-negative integers"
+            ) from None
+        if lo < 0 or hi < lo:
+            raise TaskError(f"malformed seed range {text!r}: {part!r} must be 'a-b' with 0 <= a <= b")
+        seeds.update(range(lo, hi + 1))
+    return sorted(seeds)
+
+
+def collect(
+    task: str | Task,
+    variant: str = "default",
+    seeds: Iterable[int] | str = "0-39",
+    out: str | os.PathLike = "trajectories",
+    *,
+    steps: int | None = None,
+    eval_every: int | None = None,
+    device: str = "auto",
+    ensemble: bool = True,
+    size: str = "default",
+    overrides: Mapping[str, Any] | None = None,
+    ensemble_size: int | None = None,
+    progress: bool = False,
+    on_run_written: Callable[[int, Path], None] | None = None,
+) -> CollectionResult:
+    """Train ``seeds`` of a task and write one Parquet file per finished run (resumable).
+
+    Parameters
+    ----------
+    task : str or Task
+        A registered task name, or a configured :class:`Task` (then ``variant``, ``size``,
+        ``steps``, ``eval_every`` and ``overrides`` must be left at their defaults).
+    variant : str
+    seeds : iterable of int or str
+        Seeds, or a range string such as ``"0-39"`` / ``"0,3,5-7"``.
+    out : path-like
+        Collection directory (created if needed).
+    steps, eval_every : int, optional
+        Override the task's defaults.
+    device : {"auto", "cpu", "cuda"}
+    ensemble : bool
+        Train the seeds together with ``torch.func`` where the model allows it
+        (automatic sequential fallback otherwise); False trains one seed at a time.
+    size : {"default", "smoke"}
+    overrides : mapping, optional
+        Further config overrides (keys of the task's config).
+    ensemble_size : int, optional
+        Largest number of seeds trained together (default: all pending seeds).
+    progress : bool
+        tqdm bar per run or per ensemble.
+    on_run_written : callable(seed, path), optional
+        Called after each run file is written (used by the tests to interrupt a collection).
+
+    Returns
+    -------
+    CollectionResult
+    """
+    if isinstance(task, Task):
+        if steps is not None or eval_every is not None or overrides or variant != "default" or size != "default":
+            raise TaskError("pass settings either through a configured Task or as arguments, not both")
+        configured = task
+    else:
+        merged = dict(overrides or {})
+        if steps is not None:
+            merged["steps"] = steps
+        if eval_every is not None:
+            merged["eval_every"] = eval_every
+        configured = get_task(task, variant=variant, size=size, **merged)
+    seed_list = parse_seeds(seeds) if isinstance(seeds, str) else sorted({_as_seed(s) for s in seeds})
+    if not seed_list:
+        raise TaskError("no seeds given; expected e.g. '0-39'")
+    if ensemble_size is not None and ensemble_size < 1:
+        raise TaskError(f"ensemble_size must be >= 1, got {ensemble_size}")
+    torch_device = resolve_device(device)
+    out = prepare_directory(configured, out, seed_list)
+
+    skipped = finished_seeds(out, seed_list)
+    pending = [s for s in seed_list if s not in skipped]
+    if skipped:
+        logger.info("%d of %d runs already finished in %s", len(skipped), len(seed_list), out)
+    result = CollectionResult(out=out, trained=[], skipped=skipped, diverged={}, trainer={},
+                              timings={"train": 0.0, "statistics": 0.0, "evaluation": 0.0})
+
+    def write(run: RunResult) -> None:
+        path = write_run(run.frame, run_path(out, run.seed), _run_metadata(configured, run))
+        result.trained.append(run.seed)
+        result.trainer[run.seed] = run.trainer
+        if run.diverged:
+            result.diverged[run.seed] = run.diverged_step
+        if on_run_written is not None:
+            on_run_written(run.seed, path)
+
+    if ensemble and len(pending) > 1:
+        chunk = ensemble_size or len(pending)
+        for start in range(0, len(pending), chunk):
+            runs = train_ensemble(configured, pending[start : start + chunk], device=torch_device, progress=progress)
+            _add_timings(result.timings, runs)
+            for run in runs:
+                write(run)
+    else:
+        for seed in pending:
+            run = train_sequential(configured, seed, device=torch_device, progress=progress)
+            _add_timings(result.timings, [run])
+            write(run)
+    return result
+
+
+def _as_seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TaskError(f"seeds must be non-negative integers, got {value!r}")
+    return int(value)
+
+
+def _add_timings(total: dict[str, float], runs: list[RunResult]) -> None:
+    """Add timings once per trainer (an ensemble's runs share one timing record)."""
+    if not runs:
+        return
+    if runs[0].trainer == "ensemble":
+        for key, value in runs[0].timings.items():
+            total[key] += value
+    else:
+        for run in runs:
+            for key, value in run.timings.items():
+                total[key] += value
