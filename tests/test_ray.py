@@ -160,6 +160,15 @@ def test_closing_the_iterator_early_cancels_pending_tasks(ray_cluster, tmp_path)
     assert 1 <= started < n_items  # the queued tasks never started
 
 
+def test_parallelism_counts_the_tasks_the_cluster_can_hold(ray_cluster):
+    assert RayExecutor(num_cpus_per_task=1).parallelism() == 2
+    assert RayExecutor(num_cpus_per_task=2).parallelism() == 1
+    assert RayExecutor(num_cpus_per_task=0.5).parallelism() == 4
+    # No GPU here: a GPU task cannot run now, but the answer stays >= 1.
+    assert RayExecutor(num_gpus_per_task=1).parallelism() == 1
+    assert LocalExecutor().parallelism() == 1
+
+
 def test_ray_executor_validates_its_options():
     with pytest.raises(ValueError, match="num_gpus_per_task must be a non-negative number, got -1"):
         RayExecutor(num_gpus_per_task=-1)

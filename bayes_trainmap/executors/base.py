@@ -128,6 +128,10 @@ class Executor(Protocol):
         """
         ...
 
+    def parallelism(self) -> int:
+        """How many items can run at once (>= 1), e.g. to size ensemble chunks."""
+        ...
+
     def close(self) -> None:
         """Release resources this executor started (a local Ray instance, for example)."""
         ...

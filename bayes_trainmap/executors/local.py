@@ -59,6 +59,10 @@ class LocalExecutor:
                     yield TaskResult(name=name, value=value, error=None, attempts=attempts)
                 break
 
+    def parallelism(self) -> int:
+        """One item at a time."""
+        return 1
+
     def close(self) -> None:
         """Nothing to release."""
 

@@ -146,6 +146,20 @@ class RayExecutor:
                     label,
                 )
 
+    def parallelism(self) -> int:
+        """Tasks the cluster can run at once with the declared per-task resources (>= 1).
+
+        Connects to (or starts) Ray. Counts the resources present now; an autoscaling
+        cluster may grow later.
+        """
+        self._ensure_connected()
+        resources = self._ray.cluster_resources()
+        slots = []
+        for key, wanted in (("CPU", self.num_cpus_per_task), ("GPU", self.num_gpus_per_task)):
+            if wanted > 0:
+                slots.append(int(resources.get(key, 0) // wanted))
+        return max(1, min(slots, default=int(resources.get("CPU", 1))))
+
     def close(self) -> None:
         """Shut Ray down if this executor started it."""
         if self._started_ray and self._ray.is_initialized():
