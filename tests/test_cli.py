@@ -1,0 +1,250 @@
+"""The command line end to end, and every kind of bad input through it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bayes_trainmap import cli, data
+from bayes_trainmap.data import TrajectorySet, save_trajectories
+
+FAST = ["--states", "1-3", "--restarts", "1"]
+
+
+def _run(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_fit_end_to_end_writes_the_fit_directory(capsys, planted_dir, tmp_path):
+    out = tmp_path / "fit"
+    status, stdout, _ = _run(capsys, "fit", "--data", planted_dir, *FAST, "--out", out, "--no-report")
+    assert status == 0
+    for name in ("model.json", "config.json", "selection.csv", "selection_curve.csv", "zscored.parquet",
+                 "decoded.parquet", "zscore.json", "summary.json", "figures/selection_curve.png"):
+        assert (out / name).is_file(), name
+    assert "Chosen K = 3" in stdout and f"fit directory: {out}" in stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["cli"]["states"] == "1-3" and config["data"]["path"] == planted_dir
+    assert config["states_searched"] == [1, 2, 3] and config["mode"] == "mle"
+    status, stdout, _ = _run(capsys, "report", out, "--quiet")
+    assert status == 0
+
+
+def test_default_out_dir_and_demo_data(capsys, tmp_path, monkeypatch, planted_set):
+    demo_root = tmp_path / "demo"
+    save_trajectories(planted_set, demo_root / "sparse_parities")
+    monkeypatch.setattr(data, "DEMO_DATA_DIR", demo_root)
+    monkeypatch.chdir(tmp_path)
+    status, stdout, _ = _run(capsys, "fit", "--mode", "mle", "--states", "3", "--restarts", "1", "--quiet", "--no-report")
+    assert status == 0 and stdout == ""
+    fit_dir = tmp_path / "fits" / "sparse_parities-mle"
+    assert json.loads((fit_dir / "summary.json").read_text())["n_states"] == 3
+    # running again replaces the previous fit directory
+    assert _run(capsys, "fit", "--states", "2", "--restarts", "1", "--quiet", "--no-report")[0] == 0
+    assert json.loads((fit_dir / "summary.json").read_text())["n_states"] == 2
+    assert sorted(p.name for p in (tmp_path / "fits").iterdir()) == ["sparse_parities-mle"]
+
+
+def test_module_entry_point_in_a_subprocess(planted_dir, tmp_path):
+    out = tmp_path / "fit"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bayes_trainmap", "fit", "--data", planted_dir, "--states", "2", "--restarts", "1",
+         "--covariance", "diag", "--features", "l1,l2", "--out", str(out), "--no-report"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "BIC sweep" in done.stderr and "Traceback" not in done.stderr
+    model = json.loads((out / "model.json").read_text())
+    assert json.loads((out / "config.json").read_text())["features"] == ["l1", "l2"]
+    assert "diag" in json.dumps(model)
+    bad = subprocess.run(
+        [sys.executable, "-m", "bayes_trainmap", "fit", "--data", str(tmp_path / "missing")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert bad.stderr.startswith("error: trajectory data not found")
+
+
+# ------------------------------------------------------------------------- bad input
+def _write_csv(frame, path: Path) -> str:
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _nan(f):
+    f.loc[5, "l2"] = np.nan
+    return f
+
+
+def _inf(f):
+    f.loc[5, "l1"] = np.inf
+    return f
+
+
+def _duplicate(f):
+    f.loc[2, "step"] = 10
+    return f
+
+
+def _unsorted(f):
+    f.loc[2, "step"] = 5
+    return f
+
+
+def _short(f):
+    return f[(f["run"] != "run_2") | (f["step"] == 0)]
+
+
+def _text(f):
+    f["l2"] = f["l2"].astype(object)
+    f.loc[7, "l2"] = "n/a?"
+    return f
+
+
+def _one_run(f):
+    return f[f["run"] == "run_0"]
+
+
+def _no_statistics(f):
+    return f[["run", "seed", "step", "eval_accuracy"]]
+
+
+BAD_FRAMES = {
+    "nan": (_nan, [], "non-finite feature value"),
+    "inf": (_inf, [], "non-finite feature value"),
+    "duplicate steps": (_duplicate, [], "duplicate steps in run 'run_0'"),
+    "unsorted steps": (_unsorted, [], "unsorted steps in run 'run_0'"),
+    "too short": (_short, [], "'run_2' (1) have fewer than 2 checkpoints"),
+    "non-numeric": (_text, [], "feature column 'l2' is not numeric"),
+    "missing feature": (lambda f: f, ["--features", "l1", "var_b"], "feature column(s) ['var_b'] not found"),
+    "no statistics": (_no_statistics, [], "no feature columns found"),
+    "one run": (_one_run, [], "need at least 2 runs"),
+    "too many states": (lambda f: f, ["--states", "40"], "cannot fit K=40 states"),
+    "malformed states": (lambda f: f, ["--states", "3-x"], "cannot parse states '3-x'"),
+    "unknown task": (lambda f: f, ["--task", "chess"], "no threshold preset for task 'chess'"),
+    "missing outcome": (lambda f: f, ["--outcome", "bleu"], "outcome column 'bleu' not found"),
+}
+
+
+def _assert_one_line_error(status, stdout, stderr, expected):
+    assert status == 2
+    assert stdout == ""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FRAMES))
+def test_bad_input_gives_one_line_and_status_2(case, capsys, tmp_path, frame_factory):
+    change, extra, expected = BAD_FRAMES[case]
+    path = _write_csv(change(frame_factory()), tmp_path / "runs.csv")
+    out = tmp_path / "fit"
+    status, stdout, stderr = _run(capsys, "fit", "--data", path, *extra, "--out", out)
+    _assert_one_line_error(status, stdout, stderr, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv"]  # no fit dir, no staging dir
+
+
+def _file(name: str, content: bytes):
+    def make(directory: Path) -> Path:
+        (directory / name).write_bytes(content)
+        return directory / name
+
+    return make
+
+
+def _empty_dir(directory: Path) -> Path:
+    (directory / "dir").mkdir()
+    return directory / "dir"
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda d: d / "absent", "trajectory data not found"),
+        (_file("empty.csv", b""), "is empty"),
+        (_file("empty.parquet", b""), "is empty"),
+        (_file("header.csv", b"run,step,l1\n"), "contains no checkpoints"),
+        (_file("broken.parquet", b"PAR1 not really"), "cannot read Parquet file"),
+        (_empty_dir, "contains no .parquet or .csv"),
+    ],
+    ids=["absent", "empty-csv", "empty-parquet", "header-only", "corrupt-parquet", "empty-dir"],
+)
+def test_unreadable_data_gives_one_line(make, expected, capsys, tmp_path):
+    path = make(tmp_path)
+    status, stdout, stderr = _run(capsys, "fit", "--data", path, "--out", tmp_path / "fit")
+    _assert_one_line_error(status, stdout, stderr, expected)
+    assert not (tmp_path / "fit").exists()
+
+
+def test_refuses_to_overwrite_a_directory_that_is_not_a_fit(capsys, tmp_path, planted_dir):
+    target = tmp_path / "notes"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    status, stdout, stderr = _run(capsys, "fit", "--data", planted_dir, "--out", target)
+    _assert_one_line_error(status, stdout, stderr, "is not a fit directory")
+    assert [p.name for p in target.iterdir()] == ["keep.txt"]
+    status, stdout, stderr = _run(capsys, "report", target)
+    _assert_one_line_error(status, stdout, stderr, "is not a fit directory")
+
+
+def test_constant_feature_is_reported_not_fatal(capsys, tmp_path, frame_factory):
+    frame = frame_factory(lengths=(30, 30, 30, 30, 30))
+    frame["code_sparsity"] = 0.25
+    path = _write_csv(frame, tmp_path / "runs.csv")
+    status, stdout, stderr = _run(capsys, "fit", "--data", path, "--states", "2", "--restarts", "1",
+                                  "--out", tmp_path / "fit", "--no-report")
+    assert status == 0
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning:")]
+    assert any("code_sparsity" in line and "constant" in line for line in warnings), stderr
+    assert json.loads((tmp_path / "fit" / "summary.json").read_text())["dropped_features"] == ["code_sparsity"]
+    assert "Left out (constant in every run): code_sparsity" in stdout
+
+
+def test_bugs_are_not_swallowed(monkeypatch, capsys, planted_dir, tmp_path):
+    from bayes_trainmap import pipeline
+
+    def buggy(*args, **kwargs):
+        raise TypeError("a genuine bug")
+
+    monkeypatch.setattr(pipeline, "fit", buggy)
+    with pytest.raises(TypeError, match="genuine bug"):
+        cli.main(["fit", "--data", planted_dir, "--out", str(tmp_path / "fit")])
+
+    class EngineInputError(ValueError):
+        pass
+
+    EngineInputError.__module__ = "inference.baum_welch"
+
+    def engine_refuses(*args, **kwargs):
+        raise EngineInputError("X has 0 rows")
+
+    monkeypatch.setattr(pipeline, "fit", engine_refuses)
+    status, stdout, stderr = _run(capsys, "fit", "--data", planted_dir, "--out", tmp_path / "fit")
+    _assert_one_line_error(status, stdout, stderr, "X has 0 rows")
+
+    def plain(*args, **kwargs):
+        raise ValueError("numpy-level bug")
+
+    monkeypatch.setattr(pipeline, "fit", plain)
+    with pytest.raises(ValueError, match="numpy-level bug"):
+        cli.main(["fit", "--data", planted_dir, "--out", str(tmp_path / "fit")])
+
+
+def test_mode_dispatch_reaches_the_bayesian_path_or_says_why(capsys, planted_dir, tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bayes_trainmap.posterior" else real_find_spec(name, *a)
+    )
+    status, stdout, stderr = _run(capsys, "fit", "--mode", "svi", "--data", planted_dir, "--out", tmp_path / "fit")
+    _assert_one_line_error(status, stdout, stderr, "mode 'svi' needs the Bayesian path")
