@@ -96,12 +96,22 @@ def raise_task_error(calls: list, x: int) -> int:
     raise TaskError(f"unknown variant {x}")
 
 
-def test_configuration_errors_are_not_retried():
+def test_configuration_errors_are_not_retried_and_stop_the_work():
     calls: list[int] = []
-    report = execute(LocalExecutor(max_retries=3), partial(raise_task_error, calls), {"a": 1}, progress=False)
+    results = list(LocalExecutor(max_retries=3).imap_unordered(partial(raise_task_error, calls), {"a": 1}))
+    assert calls == [1] and results[0].attempts == 1
+    assert isinstance(results[0].error, TaskError)
+    # execute re-raises it at once: every other item would fail the same way.
+    calls.clear()
+    with pytest.raises(TaskError, match="unknown variant 1"):
+        execute(LocalExecutor(max_retries=3), partial(raise_task_error, calls), {"a": 1, "b": 2}, progress=False)
     assert calls == [1]
-    assert report.attempts == {"a": 1}
-    assert isinstance(report.failures["a"].error, TaskError)
+
+
+def test_raise_for_failures_appends_the_hint():
+    report = execute(LocalExecutor(), partial(square_unless, {0}), {"run-0": 0}, progress=False)
+    with pytest.raises(ExecutionError, match=r"run-0 \(RuntimeError: bad item 0, 1 attempt\(s\)\); run again"):
+        report.raise_for_failures("run", hint="run again")
 
 
 def record_then_fail_on(bad: int, calls: list, x: int) -> int:

@@ -108,9 +108,11 @@ def bad_configuration(x: int) -> int:
 
 
 def test_configuration_errors_come_back_unwrapped_and_are_not_retried(ray_cluster):
-    report = execute(RayExecutor(max_retries=3), bad_configuration, {"a": 7}, progress=False)
-    assert report.attempts == {"a": 1}
-    assert isinstance(report.failures["a"].error, TaskError)
+    (result,) = RayExecutor(max_retries=3).imap_unordered(bad_configuration, {"a": 7})
+    assert result.attempts == 1
+    assert isinstance(result.error, TaskError)
+    with pytest.raises(TaskError, match="variant 7 does not exist"):
+        execute(RayExecutor(max_retries=3), bad_configuration, {"a": 7}, progress=False)
 
 
 def slow_square(x: int) -> int:

@@ -82,13 +82,15 @@ class ExecutionReport(Generic[ResultT]):
         """True when every item succeeded."""
         return not self.failures
 
-    def raise_for_failures(self, what: str = "task") -> None:
+    def raise_for_failures(self, what: str = "task", hint: str = "") -> None:
         """Raise :class:`~bayes_trainmap.errors.ExecutionError` naming every failed item.
 
         Parameters
         ----------
         what : str
             Noun for one item in the message (``"run"``, ``"fit"``, ...).
+        hint : str
+            Sentence appended to the message (e.g. how to resume).
         """
         if not self.failures:
             return
@@ -97,7 +99,8 @@ class ExecutionReport(Generic[ResultT]):
             for name, result in self.failures.items()
         )
         raise ExecutionError(
-            f"{len(self.failures)} of {len(self.attempts)} {what}(s) failed: {details}",
+            f"{len(self.failures)} of {len(self.attempts)} {what}(s) failed: {details}"
+            + (f"; {hint}" if hint else ""),
             failures={name: result.error_message or "" for name, result in self.failures.items()},
         )
 
@@ -206,7 +209,9 @@ def execute(
     fail_fast : bool, default False
         Re-raise the first permanent failure's own exception at once and drop the
         items still pending (a distributed executor cancels them), for work that is
-        useless unless every item succeeds. By default every item runs to its end.
+        useless unless every item succeeds. By default every item runs to its end,
+        except that a :class:`~bayes_trainmap.errors.BayesTrainmapError` (bad input or
+        configuration, which would fail every item alike) is always re-raised at once.
     weights : Mapping[str, int], optional
         How far each item advances the progress bar (e.g. the number of seeds in an
         ensemble chunk, so that one bar counts runs); 1 per item by default.
@@ -229,7 +234,7 @@ def execute(
     ):
         for result in outcomes:
             by_name[result.name] = result
-            if fail_fast and result.error is not None:
+            if result.error is not None and (fail_fast or not is_retryable(result.error)):
                 raise result.error
             if not result.ok:
                 logger.warning(
@@ -238,6 +243,7 @@ def execute(
                     result.name,
                     result.attempts,
                     result.error_message,
+                    exc_info=result.error,
                 )
                 bar.set_postfix(failed=sum(not r.ok for r in by_name.values()))
             if on_result is not None:
