@@ -20,7 +20,8 @@ Definitions (K weight matrices ``W_k``, after per-head splitting and conv reshap
 ``variance_lambda``         variance of ``sigma`` without Bessel's correction
 ==========================  =====================================================
 
-A ratio whose denominator is zero (an all-zero matrix) counts as 0. Everything is
+A ratio whose denominator is zero (an all-zero matrix) counts as 0; a model with a
+non-finite weight gets NaN for every statistic. Everything is
 computed in float64 on the device the parameters live on; singular values are
 computed with one batched ``torch.linalg.svdvals`` call per distinct matrix shape.
 
@@ -291,9 +292,16 @@ def statistics_tensor(stacked_state: Mapping[str, torch.Tensor], selection: Para
         by_shape[tuple(blocks.shape[-2:])].append(blocks)
         flat_weights.append(blocks.reshape(blocks.shape[0], -1))
 
+    n_members = flat_weights[0].shape[0]
+    finite = torch.ones(n_members, dtype=torch.bool, device=flat_weights[0].device)
+    for flat in flat_weights:
+        finite &= torch.isfinite(flat).all(dim=1)
+
     l1, l2, trace, spectral, singular = [], [], [], [], []
     for group in by_shape.values():
         mats = torch.cat(group, dim=1).double()  # (S, G, r, c)
+        if not bool(finite.all()):  # the SVD would fail; those members' rows become NaN below
+            mats = torch.where(finite.view(-1, 1, 1, 1), mats, torch.zeros_like(mats))
         l1.append(mats.abs().sum(dim=(-2, -1)))
         l2.append(mats.square().sum(dim=(-2, -1)).sqrt())
         trace.append(mats.diagonal(dim1=-2, dim2=-1).sum(-1))
@@ -325,4 +333,5 @@ def statistics_tensor(stacked_state: Mapping[str, torch.Tensor], selection: Para
     else:
         zero = torch.zeros(weights.shape[0], dtype=torch.float64, device=weights.device)
         columns.update(mean_b=zero, median_b=zero, var_b=zero)
-    return torch.stack([columns[name] for name in STATISTIC_NAMES], dim=1)
+    table = torch.stack([columns[name] for name in STATISTIC_NAMES], dim=1)
+    return torch.where(finite.unsqueeze(1), table, torch.full_like(table, float("nan")))
