@@ -189,36 +189,28 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     pipeline.write_fit_dir(result, out, extra_config=options, report=not args.no_report)
     if not args.quiet:
         print(pipeline.render_summary(result.summary()))
-        terminal = _terminal_report(out) if not args.no_report else None
-        if terminal:
+        html = out / "report.html"
+        if html.is_file():
+            from bayes_trainmap import report
+
             print()
-            print(terminal)
-        print(f"\nfit directory: {out}")
+            print(report.render_terminal(out))
+            print(f"report: {html}")
+        print(f"fit directory: {out}")
     return 0
 
 
-def _terminal_report(fit_dir: Path) -> str | None:
-    import importlib.util
-
-    if importlib.util.find_spec("bayes_trainmap.report") is None:
-        return None
-    from bayes_trainmap import report
-
-    return report.render_terminal(fit_dir)
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bayes_trainmap import pipeline
+    from bayes_trainmap import pipeline, report
     from bayes_trainmap.fitdir import load_fit_dir
 
     fit_dir = load_fit_dir(args.fit_dir)
-    written = pipeline.write_report(fit_dir.path)
+    html = pipeline.write_report(fit_dir.path)
     if not args.quiet:
         print(pipeline.render_summary(fit_dir.summary))
-        terminal = _terminal_report(fit_dir.path) if written else None
-        if terminal:
-            print()
-            print(terminal)
+        print()
+        print(report.render_terminal(fit_dir.path))
+        print(f"report: {html}")
     return 0
 
 

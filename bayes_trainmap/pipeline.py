@@ -639,18 +639,23 @@ def _num(value: Any) -> str:
 # ----------------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------------
-def write_report(fit_dir: str | os.PathLike) -> bool:
-    """Write ``report.md/html/json`` into a fit directory with :mod:`bayes_trainmap.report`.
+def write_report(fit_dir: str | os.PathLike, analysis: Any = None) -> Path:
+    """Write ``report.md/html/json`` and the figures into a fit directory.
 
-    Returns False (and logs) when the report layer is not installed.
+    Parameters
+    ----------
+    fit_dir : path-like
+    analysis : bayes_trainmap.analysis.Analysis, optional
+        Default: the fit directory's ``analysis.json``.
+
+    Returns
+    -------
+    pathlib.Path
+        The HTML report.
     """
-    if importlib.util.find_spec("bayes_trainmap.report") is None:
-        logger.info("bayes_trainmap.report is not installed; no report written")
-        return False
     from bayes_trainmap import report
 
-    report.write_report(Path(fit_dir))
-    return True
+    return Path(report.write_report(Path(fit_dir), analysis=analysis)["html"])
 
 
 def write_fit_dir(
@@ -692,33 +697,22 @@ def write_fit_dir(
         write_json(tmp / ZSCORE_FILE, result.zscore_info.to_dict())
         write_json(tmp / SUMMARY_FILE, result.summary())
         write_json(tmp / CONFIG_FILE, config)
-        figures = tmp / FIGURES_DIR
-        figures.mkdir()
-        _plot_selection_curve(result.selection.curve, result.selection.best_n_states, figures / "selection_curve.png")
+        _plot_selection_curve(result.selection.curve, result.selection.best_n_states, tmp / FIGURES_DIR)
         if result.analysis is not None:
             write_json(tmp / "analysis.json", result.analysis.to_dict())
         if result.bayesian is not None:
             result.bayesian.write_posterior(tmp)
-        if report:
-            write_report(tmp)
+        if report and result.analysis is None:
+            logger.warning("no report written: the analysis did not run (see the warnings above)")
+        elif report:
+            write_report(tmp, analysis=result.analysis)
     return out
 
 
-def _plot_selection_curve(curve: pd.DataFrame, best_k: int, path: Path) -> None:
-    """BIC against K (the paper's appendix-H curve), chosen K marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _plot_selection_curve(curve: pd.DataFrame, best_k: int, directory: Path) -> None:
+    """BIC against K (the paper's appendix-H curve) as ``selection_curve.png/svg``."""
+    from bayes_trainmap import plots
 
-    # A bare Figure needs no pyplot state and no GUI backend.
-    fig = Figure(figsize=(5, 3.2), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot(curve["n_states"], curve["bic"], marker="o", color="C0", label="held-out BIC")
-    chosen = curve.loc[curve["n_states"] == best_k]
-    ax.scatter(chosen["n_states"], chosen["bic"], s=120, facecolors="none", edgecolors="C3", label=f"chosen K={best_k}")
-    ax.set_xlabel("number of hidden states K")
-    ax.set_ylabel("BIC on held-out runs")
-    ax.set_xticks(list(curve["n_states"]))
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
+    fig, ax = plots.new_axes(figsize=(4.5, 3.2))
+    plots.plot_selection_curves({"HMM": curve.rename(columns={"n_states": "n_components"})}, {"HMM": best_k}, ax=ax)
+    plots.save_figure(fig, directory, "selection_curve")

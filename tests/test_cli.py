@@ -25,17 +25,20 @@ def _run(capsys, *argv):
 
 def test_fit_end_to_end_writes_the_fit_directory(capsys, planted_dir, tmp_path):
     out = tmp_path / "fit"
-    status, stdout, _ = _run(capsys, "fit", "--data", planted_dir, *FAST, "--out", out, "--no-report")
+    status, stdout, _ = _run(capsys, "fit", "--data", planted_dir, *FAST, "--out", out, "--threshold", "0.9")
     assert status == 0
     for name in ("model.json", "config.json", "selection.csv", "selection_curve.csv", "zscored.parquet",
-                 "decoded.parquet", "zscore.json", "summary.json", "figures/selection_curve.png"):
+                 "decoded.parquet", "zscore.json", "summary.json", "analysis.json", "figures/selection_curve.png",
+                 "report.html", "report.md", "report.json"):
         assert (out / name).is_file(), name
     assert "Chosen K = 3" in stdout and f"fit directory: {out}" in stdout
+    assert "Detour states" in stdout  # the report's terminal tables follow the summary
+    (out / "report.html").unlink()
     config = json.loads((out / "config.json").read_text())
     assert config["cli"]["states"] == "1-3" and config["data"]["path"] == planted_dir
     assert config["states_searched"] == [1, 2, 3] and config["mode"] == "mle"
     status, stdout, _ = _run(capsys, "report", out, "--quiet")
-    assert status == 0
+    assert status == 0 and stdout == "" and (out / "report.html").is_file()
 
 
 def test_default_out_dir_and_demo_data(capsys, tmp_path, monkeypatch, planted_set):

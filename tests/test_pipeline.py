@@ -60,6 +60,7 @@ def test_write_fit_dir_layout_and_read_back(fitted, tmp_path):
     assert {"model.json", "config.json", "selection.csv", "selection_curve.csv", "zscored.parquet",
             "decoded.parquet", "zscore.json", "summary.json", "figures"} <= names
     assert (out / "figures" / "selection_curve.png").stat().st_size > 0
+    assert (out / "figures" / "selection_curve.svg").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["fit"]  # no staging directory left
     fit_dir = load_fit_dir(out)
     assert fit_dir.config["format"] == FIT_DIR_FORMAT and fit_dir.config["cli"] == {"states": "1-4"}
