@@ -251,3 +251,15 @@ def test_mode_dispatch_reaches_the_bayesian_path_or_says_why(capsys, planted_dir
     )
     status, stdout, stderr = _run(capsys, "fit", "--mode", "svi", "--data", planted_dir, "--out", tmp_path / "fit")
     _assert_one_line_error(status, stdout, stderr, "mode 'svi' needs the Bayesian path")
+
+
+def test_tasks_command_is_delegated_and_fit_does_not_import_training_code(capsys, tmp_path):
+    status, stdout, _ = _run(capsys, "tasks")
+    assert status == 0 and "sparse_parities" in stdout
+    probe = (
+        "import sys; from bayes_trainmap.cli import main; "
+        f"status = main(['fit', '--data', {str(tmp_path / 'missing')!r}]); "
+        "print(status, 'tasks.cli' in sys.modules, 'tasks.loop' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
