@@ -83,7 +83,8 @@ class BayesianFit:
     params : HMMParams
         Point estimate: the MAP value, or the variational posterior median.
     elbo_history : np.ndarray, shape (n_steps,)
-        ELBO per optimisation step (for MAP: the log joint density).
+        ELBO per optimisation step (MAP: the log joint density per objective
+        evaluation).
     converged : bool
         Whether the relative-change criterion stopped the fit before ``steps``.
     n_states, covariance_type, prior
@@ -188,22 +189,80 @@ def _optimise(model_args, guide, *, steps, lr, lr_decay, tol, window, progress, 
     return np.asarray(history), converged
 
 
+def _optimise_lbfgs(model_args, guide, *, steps, tol, progress):
+    """Deterministic MAP objective: SciPy's L-BFGS-B on the flattened ``AutoDelta``
+    parameters (its line search is more robust than ``torch.optim.LBFGS``'s on this
+    ill-conditioned problem). Returns (history of the log joint per evaluation,
+    converged)."""
+    from scipy.optimize import minimize
+
+    loss_fn = Trace_ELBO().differentiable_loss
+    with torch.no_grad():
+        guide(*model_args)  # create the unconstrained parameters
+    parameters = list(guide.parameters())
+    shapes = [p.shape for p in parameters]
+    sizes = [p.numel() for p in parameters]
+    history: list[float] = []
+    bar = tqdm(total=steps, desc="MAP (L-BFGS)", disable=not progress, leave=False)
+
+    def assign(x: np.ndarray) -> None:
+        with torch.no_grad():
+            for p, chunk, shape in zip(parameters, np.split(x, np.cumsum(sizes)[:-1]), shapes):
+                p.copy_(torch.as_tensor(chunk, dtype=p.dtype).reshape(shape))
+
+    def objective(x: np.ndarray):
+        assign(x)
+        for p in parameters:
+            p.grad = None
+        loss = loss_fn(hmm_model, guide, *model_args)
+        if not torch.isfinite(loss):
+            # Outside the region the line search should explore: report it as
+            # infinitely bad so L-BFGS-B backtracks.
+            return np.inf, np.zeros_like(x)
+        loss.backward()
+        grad = np.concatenate([p.grad.detach().cpu().numpy().ravel() for p in parameters])
+        history.append(-float(loss))
+        return float(loss), grad
+
+    def callback(_x):
+        bar.update(1)
+        bar.set_postfix(log_joint=f"{history[-1]:.6g}")
+
+    x0 = np.concatenate([p.detach().cpu().numpy().ravel() for p in parameters])
+    result = minimize(
+        objective, x0, jac=True, method="L-BFGS-B", callback=callback,
+        options={"maxiter": steps, "ftol": tol, "gtol": 1e-6, "maxcor": 20},
+    )
+    bar.close()
+    assign(result.x)
+    converged = bool(result.success)
+    if not converged:
+        logger.warning("MAP L-BFGS-B stopped without converging: %s", result.message)
+    logger.info("MAP: %d L-BFGS-B iterations, log joint %.10g", result.nit, -result.fun)
+    return np.asarray(history), converged
+
+
 def fit_map(
     Z,
     lengths,
     init_params,
     *,
     prior: HMMPrior | None = None,
-    steps: int = 2000,
+    optimizer: str = "lbfgs",
+    steps: int = 500,
     lr: float = 0.02,
     lr_decay: float = 0.1,
-    tol: float = 1e-6,
+    tol: float = 1e-12,
     window: int = 50,
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
 ) -> BayesianFit:
-    """MAP estimate by gradient ascent with an ``AutoDelta`` guide ("MAP Baum-Welch").
+    """MAP estimate with an ``AutoDelta`` guide ("MAP Baum-Welch").
+
+    The objective ``-(log p(z | theta) + log p(theta))`` is deterministic (the states
+    are marginalised exactly), so L-BFGS converges in tens of iterations where Adam
+    needs thousands; ``optimizer="adam"`` runs the same guide through ``pyro.infer.SVI``.
 
     Parameters
     ----------
@@ -215,18 +274,24 @@ def fit_map(
         state labels.
     prior : HMMPrior, optional
         Defaults to ``HMMPrior()``; ``HMMPrior.flat()`` makes the MAP the MLE.
+    optimizer : {"lbfgs", "adam"}
     steps : int
-        Maximum number of optimisation steps.
+        Maximum number of iterations.
     lr, lr_decay : float
-        Adam learning rate, decayed geometrically to ``lr * lr_decay`` over ``steps``.
-    tol, window : float, int
-        Stop when the mean log joint of the last ``window`` steps changes by less than
-        ``tol`` (relative) from the window before.
+        Adam only: learning rate, decayed geometrically to ``lr * lr_decay`` over ``steps``.
+    tol : float
+        Stop when the log joint changes by less than ``tol`` (relative) between
+        iterations (L-BFGS-B's ``ftol``) or between the means of two ``window``-step
+        windows (Adam).
+    window : int
+        Adam only.
     device : {"cpu", "cuda", "auto"}
     seed : int
     progress : bool
         Show a tqdm progress bar.
     """
+    if optimizer not in ("lbfgs", "adam"):
+        raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
     Z, lengths, device = _prepare(Z, lengths, device)
     prior = prior or HMMPrior()
     K, cov = init_params.n_states, init_params.covariance_type
@@ -235,10 +300,15 @@ def fit_map(
     model_args = (Z, lengths, K, cov, prior)
     init = sites_from_params(init_params, device=device)
     guide = AutoDelta(hmm_model, init_loc_fn=init_to_value(values=init))
-    history, converged = _optimise(
-        model_args, guide, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol,
-        window=window, progress=progress, desc="MAP",
-    )
+    if optimizer == "lbfgs":
+        history, converged = _optimise_lbfgs(
+            model_args, guide, steps=steps, tol=tol, progress=progress
+        )
+    else:
+        history, converged = _optimise(
+            model_args, guide, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol,
+            window=window, progress=progress, desc="MAP (Adam)",
+        )
     with torch.no_grad():
         point = guide.median(*model_args)
     return BayesianFit(
@@ -279,7 +349,7 @@ def fit_svi(
     lr_decay: float = 0.1,
     tol: float = 1e-4,
     window: int = 100,
-    map_steps: int = 1000,
+    map_steps: int = 200,
     init_scale: float = 0.01,
     device: str = "cpu",
     seed: int = 0,
@@ -305,7 +375,7 @@ def fit_svi(
         SVI optimisation, as in :func:`fit_map` (the ELBO is noisy, hence the larger
         window and tolerance).
     map_steps : int
-        Steps of the MAP warm start (0 starts the guide at ``init_params`` directly).
+        L-BFGS iterations of the MAP warm start (0 starts the guide at ``init_params``).
     init_scale : float
         Initial posterior standard deviation in unconstrained space.
     """

@@ -316,7 +316,8 @@ def sites_from_params(params, *, dtype=torch.float64, device="cpu", floor=1e-8) 
     Probabilities are floored at ``floor`` and renormalised so that they lie in the
     open simplex (a Dirichlet's support; MLE transition matrices often hold exact 0s).
     """
-    tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
+    # Copies: guides may optimise their initial values in place.
+    tensor = lambda a: torch.tensor(np.array(a, dtype=float), dtype=dtype, device=device)  # noqa: E731
     start = np.maximum(np.asarray(params.start_prob, dtype=float), floor)
     trans = np.maximum(np.asarray(params.trans_mat, dtype=float), floor)
     sites = {
