@@ -221,8 +221,9 @@ def _optimise_lbfgs(model_args, guide, *, steps, tol, progress):
             return np.inf, np.zeros_like(x)
         loss.backward()
         grad = np.concatenate([p.grad.detach().cpu().numpy().ravel() for p in parameters])
-        history.append(-float(loss))
-        return float(loss), grad
+        value = loss.detach().item()
+        history.append(-value)
+        return value, grad
 
     def callback(_x):
         bar.update(1)
