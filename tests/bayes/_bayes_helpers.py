@@ -50,6 +50,7 @@ class Planted:
             random_state=seed,
         )
         p = sim.planted
+        self._mle = None
         self.sim = sim
         self.Z = (sim.feature_matrix() - p["feature_offsets"]) / p["feature_scales"]
         self.lengths = sim.lengths
@@ -65,12 +66,10 @@ class Planted:
         self.detour_state = int(p["detour_state"])
         self.convergence_steps = sim.convergence_steps
 
-    def mle(self):
-        """EM from a perturbed truth (labels match the truth)."""
-        from inference.baum_welch import GaussianHMM
-
+    def mle_start(self) -> HMMParams:
+        """A perturbed truth: a starting point whose labels match the truth."""
         K = self.truth.n_states
-        start = HMMParams(
+        return HMMParams(
             start_prob=np.full(K, 1.0 / K),
             trans_mat=0.8 * np.eye(K) + 0.2 / K,
             means=self.truth.means + 0.2,
@@ -78,5 +77,13 @@ class Planted:
             covariance_type="full",
             feature_names=self.truth.feature_names,
         )
-        model = GaussianHMM(K, init=start, n_iter=300, tol=1e-8, min_covar=1e-6)
-        return model.fit(self.Z, self.lengths)
+
+    def mle(self):
+        """EM from :meth:`mle_start`, run to tight convergence (cached)."""
+        from inference.baum_welch import GaussianHMM
+
+        if self._mle is not None:
+            return self._mle
+        model = GaussianHMM(self.truth.n_states, init=self.mle_start(), n_iter=500, tol=1e-9, min_covar=1e-6)
+        self._mle = model.fit(self.Z, self.lengths)
+        return self._mle

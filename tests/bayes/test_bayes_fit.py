@@ -1,0 +1,60 @@
+"""MAP and SVI fits: MAP with flat priors is the MLE; fits are reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.baum_welch import GaussianHMM
+from inference.bayes_fit import fit_map, fit_svi
+from inference.bayes_model import HMMPrior
+
+
+def _score(params, planted):
+    return GaussianHMM.from_params(params).score(planted.Z, planted.lengths)
+
+
+def test_flat_map_reaches_the_mle_from_the_same_start(planted):
+    mle = planted.mle()
+    start = planted.mle_start()  # EM's starting point
+    map_fit = fit_map(planted.Z, planted.lengths, start, prior=HMMPrior.flat(), progress=False)
+    mle_ll, map_ll = mle.log_likelihood_, _score(map_fit.params, planted)
+    assert abs(map_ll - mle_ll) <= 1e-3 * abs(mle_ll)
+    # ... and MAP started at the MLE does not move away from it.
+    at_mle = fit_map(planted.Z, planted.lengths, mle.params_, prior=HMMPrior.flat(), progress=False)
+    assert _score(at_mle.params, planted) >= mle_ll - 1e-6 * abs(mle_ll)
+
+
+def test_default_prior_map_stays_close_on_well_determined_data(planted):
+    mle = planted.mle()
+    map_fit = fit_map(planted.Z, planted.lengths, mle.params_, progress=False)
+    assert map_fit.converged
+    assert abs(_score(map_fit.params, planted) - mle.log_likelihood_) <= 1e-2 * abs(mle.log_likelihood_)
+    np.testing.assert_allclose(map_fit.params.means, mle.params_.means, atol=0.1)
+    # The log joint never decreases along L-BFGS-B's accepted iterates' best value.
+    assert map_fit.elbo_history.max() == pytest.approx(map_fit.elbo_history[-1], rel=1e-9)
+
+
+def test_svi_is_reproducible_and_samples_valid_parameters(planted):
+    kwargs = dict(steps=30, window=10, map_steps=10, progress=False, guide="normal", seed=3)
+    first = fit_svi(planted.Z, planted.lengths, planted.truth, **kwargs)
+    second = fit_svi(planted.Z, planted.lengths, planted.truth, **kwargs)
+    np.testing.assert_array_equal(first.elbo_history, second.elbo_history)
+    draws = first.sample_params(5, seed=1)
+    again = first.sample_params(5, seed=1)
+    assert len(draws) == 5
+    for a, b in zip(draws, again):
+        assert a.allclose(b)
+        a.validate()
+        assert a.n_states == planted.truth.n_states
+    assert not draws[0].allclose(draws[1])
+
+
+def test_map_fit_has_no_posterior_and_bad_options_are_rejected(planted):
+    fit = fit_map(planted.Z, planted.lengths, planted.truth, steps=3, progress=False)
+    with pytest.raises(ValueError, match="no posterior"):
+        fit.sample_params(2)
+    with pytest.raises(ValueError, match="guide must be one of"):
+        fit_svi(planted.Z, planted.lengths, planted.truth, guide="flows")
+    with pytest.raises(ValueError, match="lengths must be positive"):
+        fit_map(planted.Z, planted.lengths[:-1], planted.truth)
