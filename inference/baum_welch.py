@@ -1,9 +1,12 @@
 """Maximum-likelihood Gaussian HMMs by Baum-Welch (EM), with scikit-learn habits.
 
 The E-step runs the forward-backward kernels of :mod:`inference.forward_backward`
-(numba on CPU, batched torch on an accelerator) over all sequences at once; the
-M-step is vectorised: per state one weighted BLAS product gives the scatter
-matrix ``(X_c * gamma_k).T @ X_c`` of the centred data.
+(numba on CPU, batched torch on an accelerator) over all sequences at once. The
+data enter every iteration only through the fixed quadratic features of
+:class:`inference.emissions.QuadraticFeatures` (built once per fit): the emission
+log-densities are one skinny product ``F @ W(params)`` and the M-step's weighted
+sufficient statistics (first moments and upper-triangular second moments of every
+state) one product ``gamma.T @ F``.
 
 M-step (identical to hmmlearn's ``GaussianHMM`` with its priors at their no-op
 values ``startprob_prior=1, transmat_prior=1, means_weight=0, covars_prior=0``),
@@ -38,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bayes_trainmap.errors import ModelSelectionError
-from inference.emissions import gaussian_log_likelihood
+from inference.emissions import QuadraticFeatures, gaussian_log_likelihood
 from inference.forward_backward import check_lengths, forward_backward, log_likelihood, viterbi
 from inference.params import COVARIANCE_TYPES, HMMParams
 
@@ -305,6 +308,7 @@ class GaussianHMM:
         dev = self._torch_device()
         backend = self._fb_backend(dev)
         Xd = X if dev is None else _torch().as_tensor(X, device=dev)
+        design = QuadraticFeatures(Xd, self.covariance_type)  # shared by all restarts
         rng = np.random.default_rng(self.random_state)
         pooled = np.atleast_2d(np.cov(X.T)) if n > 1 else np.eye(d)
 
@@ -314,7 +318,7 @@ class GaussianHMM:
         for restart in range(int(self.n_restarts)):
             seed = int(rng.integers(2**31 - 1))
             init = self._initial_params(X, pooled, seed, names)
-            result = self._em(X, Xd, lengths, init, pooled, backend)
+            result = self._em(X, design, lengths, init, pooled, backend)
             restart_lls.append(result["log_likelihood"])
             logger.debug(
                 "K=%d restart %d: log-likelihood %.6f after %d iterations",
@@ -367,12 +371,12 @@ class GaussianHMM:
             covars = np.diagonal(covars, axis1=1, axis2=2).copy()
         return HMMParams(start, trans, means, covars, self.covariance_type, list(names))
 
-    def _em(self, X, Xd, lengths, params: HMMParams, pooled, backend) -> dict[str, Any]:
+    def _em(self, X, design, lengths, params: HMMParams, pooled, backend) -> dict[str, Any]:
         history: list[float] = []
         converged = False
         it = 0
         for it in range(1, int(self.n_iter) + 1):
-            log_b = self._log_emission(Xd, params)
+            log_b = design.log_likelihood(params.means, params.covars)
             ls, lt = self._logs(params, log_b)
             fb = forward_backward(log_b, ls, lt, lengths, backend=backend)
             total = float(fb.log_likelihood.sum())
@@ -383,7 +387,7 @@ class GaussianHMM:
                 )
             history.append(total)
             try:
-                params = self._m_step(X, Xd, fb, params, log_b, pooled)
+                params = self._m_step(X, design, fb, params, log_b, pooled)
             except ValueError as exc:  # a covariance lost positive definiteness
                 raise ModelSelectionError(
                     f"EM iteration {it} with K={self.n_states} produced invalid parameters ({exc}); "
@@ -393,42 +397,26 @@ class GaussianHMM:
                 converged = True
                 break
         # Log-likelihood of the parameters actually returned (one more forward pass).
-        final_ll = float(np.sum(_to_numpy(self._total_ll(Xd, lengths, params, backend))))
+        log_b = design.log_likelihood(params.means, params.covars)
+        ls, lt = self._logs(params, log_b)
+        final_ll = float(np.sum(_to_numpy(log_likelihood(log_b, ls, lt, lengths, backend=backend))))
         return dict(params=params, history=history, converged=converged, n_iter=it, log_likelihood=final_ll)
 
-    def _total_ll(self, Xd, lengths, params, backend):
-        log_b = self._log_emission(Xd, params)
-        ls, lt = self._logs(params, log_b)
-        return log_likelihood(log_b, ls, lt, lengths, backend=backend)
-
     # -------------------------------------------------------------------- M-step
-    def _m_step(self, X, Xd, fb, old: HMMParams, log_b, pooled) -> HMMParams:
-        K, d = old.n_states, old.n_features
-        gamma = fb.posteriors
-        mass = _to_numpy(gamma.sum(0))
+    def _m_step(self, X, design, fb, old: HMMParams, log_b, pooled) -> HMMParams:
         start = np.maximum(_to_numpy(fb.expected_start), 0.0)
         start = start / start.sum()
         xi = np.maximum(_to_numpy(fb.expected_transitions), 0.0)
         row = xi.sum(1)
         trans = old.trans_mat.copy()
-        seen = row > 0
+        seen = row > 0  # a state never left keeps its row instead of 0/0
         trans[seen] = xi[seen] / row[seen, None]
-
-        safe = np.maximum(mass, np.finfo(float).tiny)
-        obs = _to_numpy(gamma.T @ Xd)  # (K, d)
-        means = obs / safe[:, None]
-        covars = np.empty((K, d, d)) if self.covariance_type == "full" else np.empty((K, d))
-        for k in range(K):
-            centred = Xd - (means[k] if not _is_torch(Xd) else _torch().as_tensor(means[k], device=Xd.device))
-            weighted = centred * gamma[:, k : k + 1]
-            if self.covariance_type == "full":
-                scatter = _to_numpy(weighted.T @ centred) / safe[k]
-                scatter = 0.5 * (scatter + scatter.T)
-                scatter[np.diag_indices(d)] += self.min_covar
-            else:
-                scatter = _to_numpy((weighted * centred).sum(0)) / safe[k] + self.min_covar
-            covars[k] = scatter
-
+        mass, means, covars = design.weighted_moments(fb.posteriors)
+        if self.covariance_type == "full":
+            d = covars.shape[1]
+            covars[:, np.arange(d), np.arange(d)] += self.min_covar
+        else:
+            covars += self.min_covar
         empty = np.flatnonzero(mass < self.empty_state_mass)
         if empty.size:
             start, means, covars, trans = self._reseed(

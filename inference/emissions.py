@@ -17,6 +17,10 @@ __all__ = ["gaussian_log_likelihood"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
+#: Posterior weights at or below this are skipped in the weighted moments (far
+#: below the rounding error of sums of probabilities; see weighted_column_sums).
+_NEGLIGIBLE_WEIGHT = 1e-20
+
 
 def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch")
@@ -122,3 +126,147 @@ def _torch_log_likelihood(X, means, covars, covariance_type: str):
         maha = (white * white).sum(1).T
         log_det = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return -0.5 * (d * _LOG_2PI + log_det + maha)
+
+
+class QuadraticFeatures:
+    """Fixed-data design for repeated Gaussian evaluations (the EM inner loop).
+
+    Baum-Welch evaluates the emission densities and the per-state weighted moments
+    of the same ``X`` at every iteration. Both are linear in the features
+    ``f(x) = (x, (x_i x_j)_{i <= j})`` of the centred data (``(x, x^2)`` for
+    diagonal covariances), so with ``F = f(X - c)`` built once, each iteration is
+    two skinny matrix products over ``F`` instead of K whitening passes over ``X``:
+
+    * ``(x-mu)^T P (x-mu) = f(x) . (-2 P mu, w(P)) + mu^T P mu`` with
+      ``w(P)_{ij} = P_ij (2 - [i = j])``;
+    * ``sum_t gamma_tk f(x_t)`` holds the weighted first moments and the upper
+      triangle of the weighted second moments.
+
+    Centring by the data mean ``c`` keeps the expansion well conditioned; on
+    standardised data the results agree with :func:`gaussian_log_likelihood`
+    (which whitens ``x - mu_k`` directly) to ~1e-13 relative. The products run in
+    numba kernels for numpy data and as matmuls for torch tensors. The cost is the
+    memory for ``F``: n (d + d(d+1)/2) floats (190 MB for n = 200 000, d = 14).
+
+    Parameters
+    ----------
+    X : array or torch.Tensor, shape (n, d)
+    covariance_type : {"full", "diag"}
+    """
+
+    def __init__(self, X, covariance_type: str = "full"):
+        if covariance_type not in ("full", "diag"):
+            raise ValueError(f"covariance_type must be 'full' or 'diag', got {covariance_type!r}")
+        self.covariance_type = covariance_type
+        self.is_torch = _is_torch(X)
+        if not self.is_torch:
+            X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n, d), got shape {tuple(X.shape)}")
+        self.n, self.d = X.shape
+        center = X.mean(0)
+        Xc = X - center
+        self.center = center.detach().cpu().numpy() if self.is_torch else center
+        self.iu, self.ju = np.triu_indices(self.d)
+        # Pairs (i, j) of the quadratic block: upper triangle (full) or diagonal (diag).
+        iu, ju = (self.iu, self.ju) if covariance_type == "full" else (np.arange(self.d),) * 2
+        if self.is_torch:
+            import torch
+
+            iu_t = torch.as_tensor(iu, device=Xc.device)
+            ju_t = torch.as_tensor(ju, device=Xc.device)
+            self.F = torch.cat([Xc, Xc[:, iu_t] * Xc[:, ju_t]], dim=1).contiguous()
+        else:
+            from inference._numba_kernels import quadratic_features
+
+            self.F = np.empty((self.n, self.d + len(iu)))
+            quadratic_features(np.ascontiguousarray(Xc), iu.astype(np.int64), ju.astype(np.int64), self.F)
+
+    def _as_data_kind(self, a: np.ndarray):
+        if self.is_torch:
+            import torch
+
+            return torch.as_tensor(a, dtype=torch.float64, device=self.F.device)
+        return a
+
+    def log_likelihood(self, means, covars):
+        """``log N(x_t | mu_k, Sigma_k)``, shape (n, K), of the data's kind.
+
+        ``means`` (K, d) and ``covars`` ((K, d, d) or (K, d)) are numpy arrays.
+        """
+        means = np.asarray(means, dtype=np.float64)
+        covars = np.asarray(covars, dtype=np.float64)
+        _check_shapes((self.n, self.d), means.shape, covars.shape, self.covariance_type)
+        mu = means - self.center
+        d = self.d
+        if self.covariance_type == "diag":
+            if np.any(covars <= 0):
+                raise ValueError("diagonal covariances must be positive")
+            prec = 1.0 / covars
+            quad_w = prec  # (K, d)
+            lin = mu * prec
+            log_det = np.log(covars).sum(1)
+        else:
+            try:
+                chol = np.linalg.cholesky(covars)
+            except np.linalg.LinAlgError:
+                raise ValueError(
+                    "every covariance matrix must be symmetric positive definite"
+                ) from None
+            chol_inv = np.linalg.solve(chol, np.broadcast_to(np.eye(d), covars.shape))
+            prec = chol_inv.transpose(0, 2, 1) @ chol_inv  # Sigma^{-1} = L^-T L^-1
+            off = np.where(self.iu == self.ju, 1.0, 2.0)
+            quad_w = prec[:, self.iu, self.ju] * off  # (K, d(d+1)/2)
+            lin = np.einsum("kij,kj->ki", prec, mu)
+            log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)
+        weights = np.ascontiguousarray(np.concatenate([-2.0 * lin, quad_w], axis=1))
+        const = d * _LOG_2PI + log_det + np.einsum("ki,ki->k", lin, mu)
+        if self.is_torch:
+            out = self.F @ self._as_data_kind(weights.T)
+        else:
+            from inference._numba_kernels import row_dots
+
+            out = np.empty((self.n, means.shape[0]))
+            row_dots(self.F, weights, out)
+        out += self._as_data_kind(const)
+        out *= -0.5
+        return out
+
+    def weighted_moments(self, weights):
+        """Per-state weighted moments of the data.
+
+        Parameters
+        ----------
+        weights : array or Tensor (n, K), of the data's kind (e.g. posteriors).
+
+        Returns
+        -------
+        mass : (K,) ``sum_t w_tk``
+        means : (K, d) ``sum_t w_tk x_t / mass_k``
+        covars : (K, d, d) or (K, d)
+            Weighted (biased) covariances ``sum_t w_tk (x_t - m_k)(x_t - m_k)^T / mass_k``
+            (their diagonal for ``"diag"``); all numpy arrays.
+        """
+        if self.is_torch:
+            sums = (weights.T @ self.F).detach().cpu().numpy()
+        else:
+            from inference._numba_kernels import weighted_column_sums
+
+            weights = np.ascontiguousarray(weights, dtype=np.float64)
+            sums = np.empty((weights.shape[1], self.F.shape[1]))
+            weighted_column_sums(weights, self.F, sums, _NEGLIGIBLE_WEIGHT)
+        d = self.d
+        mass = weights.sum(0)
+        mass = mass.detach().cpu().numpy() if self.is_torch else np.asarray(mass)
+        safe = np.maximum(mass, np.finfo(float).tiny)[:, None]
+        first = sums[:, :d] / safe  # centred means
+        second = sums[:, d:] / safe
+        K = first.shape[0]
+        if self.covariance_type == "diag":
+            covars = second - first * first
+        else:
+            covars = np.empty((K, d, d))
+            covars[:, self.iu, self.ju] = second
+            covars[:, self.ju, self.iu] = second
+            covars -= first[:, :, None] * first[:, None, :]
+        return mass, first + self.center, covars

@@ -177,7 +177,10 @@ def _numba_forward_backward(log_b, log_start, log_trans, lengths):
     ll = np.empty(len(lengths))
     failed = np.zeros(len(lengths), dtype=np.int64)
     with np.errstate(divide="ignore"):
-        nk.forward_backward_scaled(log_b, log_start, log_trans, offsets, post, filt, xi, ll, failed)
+        nk.forward_backward_scaled(
+            log_b, log_start, log_trans, offsets, post, filt, xi, ll, failed,
+            np.empty((n, K)), np.empty(n),
+        )
         for i in np.flatnonzero(failed):
             ll[i] = nk.forward_backward_log(
                 log_b, log_start, log_trans, offsets[i], offsets[i + 1], post, filt, xi

@@ -8,7 +8,7 @@ import torch
 from hmmlearn.stats import log_multivariate_normal_density
 from scipy.stats import multivariate_normal
 
-from inference.emissions import gaussian_log_likelihood
+from inference.emissions import QuadraticFeatures, gaussian_log_likelihood
 
 
 def _random_problem(rng, n=30, K=3, d=4, offset=0.0):
@@ -75,3 +75,28 @@ def test_bad_inputs_raise():
         gaussian_log_likelihood(X, means[:, :2], full, "full")
     with pytest.raises(ValueError, match="covariance_type must be"):
         gaussian_log_likelihood(X, means, full, "tied")
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_quadratic_features_match_direct_computation(covariance_type, kind):
+    rng = np.random.default_rng(5)
+    X, means, full, diag = _random_problem(rng, n=200, offset=50.0)
+    covars = full if covariance_type == "full" else diag
+    data = X if kind == "numpy" else torch.from_numpy(X)
+    qf = QuadraticFeatures(data, covariance_type)
+    got = qf.log_likelihood(means, covars)
+    got = got.numpy() if kind == "torch" else got
+    np.testing.assert_allclose(got, gaussian_log_likelihood(X, means, covars, covariance_type), rtol=1e-10)
+
+    W = rng.dirichlet(np.ones(3), size=200)
+    W[:, 2] = 0.0  # an all-zero column must give zero mass, not NaN
+    mass, m, c = qf.weighted_moments(W if kind == "numpy" else torch.from_numpy(W))
+    np.testing.assert_allclose(mass, W.sum(0), rtol=1e-12)
+    for k in range(2):
+        mk = W[:, k] @ X / W[:, k].sum()
+        ck = (X - mk).T @ ((X - mk) * W[:, [k]]) / W[:, k].sum()
+        np.testing.assert_allclose(m[k], mk, rtol=1e-12)
+        want = ck if covariance_type == "full" else np.diag(ck)
+        np.testing.assert_allclose(c[k], want, rtol=1e-9, atol=1e-12)
+    assert np.all(np.isfinite(m)) and np.all(np.isfinite(c))

@@ -129,7 +129,9 @@ def test_scaled_kernel_falls_back_to_log_space_on_underflow():
     assert ll < -1000
     # The scaled kernel alone reports the failure ...
     out = [np.empty((3, 2)), np.empty((3, 2)), np.zeros((2, 2)), np.empty(1), np.zeros(1, np.int64)]
-    nk.forward_backward_scaled(log_b, log_start, log_trans, np.array([0, 3]), *out)
+    nk.forward_backward_scaled(
+        log_b, log_start, log_trans, np.array([0, 3]), *out, np.empty((3, 2)), np.empty(3)
+    )
     assert out[4][0] == 1
     # ... and the public function redoes the sequence in log space.
     res = forward_backward(log_b, log_start, log_trans, [3], filtered=True, backend="numba")
