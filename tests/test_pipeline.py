@@ -167,3 +167,26 @@ def test_missing_default_outcome_skips_the_analysis(planted_set, caplog):
         result = pipeline.fit(ts, states=3, restarts=1, progress=False)
     assert result.analysis is None and "no 'eval_accuracy' column" in caplog.text
     assert result.n_states == 3
+
+
+def test_device_resolution():
+    import torch
+
+    assert pipeline.resolve_device("cpu") == "cpu"
+    assert pipeline.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BayesTrainmapError, match="CUDA is not available"):
+            pipeline.resolve_device("cuda")
+
+
+def test_bayesian_mode_is_dispatched_and_its_posterior_written(planted_set, tmp_path):
+    result = pipeline.fit(
+        planted_set, mode="svi", states=3, restarts=1, progress=False, bayes_options={"steps": 20, "draws": 5}
+    )
+    assert result.bayesian is not None and result.bayesian.mode == "svi"
+    assert result.params.n_states == 3 and result.paths.shape == (planted_set.frame.shape[0],)
+    assert result.analysis.uncertainty is result.bayesian.uncertainty
+    assert result.config["bayes_options"] == {"steps": 20, "draws": 5}
+    out = pipeline.write_fit_dir(result, tmp_path / "fit")
+    assert (out / "posterior.nc").is_file()
+    assert json.loads((out / "analysis.json").read_text())["uncertainty"] is not None
