@@ -245,7 +245,7 @@ def fit(
     mode : {"mle", "map", "svi"}
         Maximum likelihood (Baum-Welch), or a Bayesian fit via
         :mod:`bayes_trainmap.posterior` started from the MLE of the chosen K.
-    states : "auto", int, "K", "A-B" or sequence of int
+    states : "auto", int, "K", "A-B" or sequence of consecutive int
         Candidate K; "auto" is 1..8 (the paper's range), capped at what the
         training data supports.
     restarts : int
@@ -273,7 +273,7 @@ def fit(
     task : str, optional
         Task preset for the threshold (see ``convergence.TASK_THRESHOLDS``).
     analyze : bool
-        Run :func:`bayes_trainmap.analysis.analyze` when it is installed.
+        Run :func:`bayes_trainmap.analysis.analyze` (training map, detours, ...).
     progress : bool
         Show progress bars.
     bayes_options : dict, optional
@@ -297,6 +297,10 @@ def fit(
         raise BayesTrainmapError(f"restarts must be at least 1, got {restarts}")
     if int(seed) < 0:
         raise BayesTrainmapError(f"seed must be a non-negative integer, got {seed}")
+    if int(n_iter) < 1 or not float(tol) >= 0 or not float(min_covar) > 0:
+        raise BayesTrainmapError(
+            f"expected n_iter >= 1, tol >= 0 and min_covar > 0, got n_iter={n_iter}, tol={tol}, min_covar={min_covar}"
+        )
     parse_states(states)  # reject a malformed request before touching the data
     posterior = _bayesian_backend(mode) if mode in BAYESIAN_MODES else None
     device = resolve_device(device)

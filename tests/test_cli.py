@@ -135,6 +135,11 @@ BAD_FRAMES = {
     "malformed states": (lambda f: f, ["--states", "3-x"], "cannot parse states '3-x'"),
     "unknown task": (lambda f: f, ["--task", "chess"], "no threshold preset for task 'chess'"),
     "missing outcome": (lambda f: f, ["--outcome", "bleu"], "outcome column 'bleu' not found"),
+    "no restarts": (lambda f: f, ["--restarts", "0"], "restarts must be at least 1"),
+    "no iterations": (lambda f: f, ["--n-iter", "0"], "expected n_iter >= 1"),
+    "bad val fraction": (lambda f: f, ["--val-fraction", "1.5"], "val_fraction must be in (0, 1)"),
+    "bad window": (lambda f: f, ["--window", "0"], "window must be a positive number"),
+    "bad device": (lambda f: f, ["--device", "tpu"], "device must be 'auto', 'cpu' or 'cuda[:N]'"),
 }
 
 
