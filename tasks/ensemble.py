@@ -143,7 +143,7 @@ class EnsembleTrainer:
         params, buffers = stack_module_state(models)
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
-        self.skeleton = copy.deepcopy(models[0]).to("meta")
+        self.skeleton = copy.deepcopy(models[0]).to("meta").train()
         self.optimizer = FunctionalOptimizer(task.optimizer(), self.params)
         self.transforms = task_transforms_batches(task)
         self.generators = [torch.Generator().manual_seed(derive_seed(s, "transform")) for s in seeds]
@@ -187,7 +187,6 @@ class EnsembleTrainer:
 
     def step(self, indices: torch.Tensor) -> None:
         x, y = self._gather(indices)
-        self.skeleton.train()
         loss_sum, _, count = self._batched_metrics(x, y, 0)
         # seeds are independent, so d(sum of losses)/d(stacked params) = stacked per-seed gradients
         names = list(self.params)

@@ -265,13 +265,13 @@ class ModuleTrainer:
         self.generator = torch.Generator().manual_seed(derive_seed(seed, "transform"))
         self.eval_sets = evaluation_sets(task, self.data)
         self.eval_batch = int(task.config.get("eval_batch_size", 4096))
+        self.model.train()
 
     def step(self, indices: torch.Tensor) -> None:
         idx = indices[0].to(self.device)
         x, y = self.data.train_inputs[idx], self.data.train_targets[idx]
         if self.transforms:
             x, y = self.task.transform_batch(x, y, self.generator)
-        self.model.train()
         loss_sum, _, count = self.task.metrics(self.model(x), y)
         self.optimizer.zero_grad(set_to_none=True)
         (loss_sum / count).backward()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -267,7 +268,13 @@ def trajectory_from_checkpoints(
         selection = resolve_selection(model_fn(), None)[1]
     rows = []
     for path in files:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise TaskError(
+                f"{path}: refusing to load a checkpoint that holds objects other than tensors and plain "
+                f"containers (loaded with weights_only=True): {str(exc).splitlines()[0]}"
+            ) from exc
         state, scalars = _extract_state(obj, path)
         scalars = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in scalars.items()}
         step = scalars.pop(STEP_COLUMN, None)

@@ -43,13 +43,10 @@ def run_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         frame = pd.DataFrame(columns=[c for c in BASE_COLUMNS if c != EPOCH_COLUMN])
     ordered = [c for c in BASE_COLUMNS if c in frame.columns]
     frame = frame[ordered + [c for c in frame.columns if c not in ordered]]
-    frame[RUN_COLUMN] = frame[RUN_COLUMN].astype(str)
-    for column in (SEED_COLUMN, STEP_COLUMN, EPOCH_COLUMN):
-        if column in frame.columns:
-            frame[column] = frame[column].astype("int64")
-    for column in frame.columns:
-        if column not in (RUN_COLUMN, SEED_COLUMN, STEP_COLUMN, EPOCH_COLUMN):
-            frame[column] = frame[column].astype("float64")
+    integer = (SEED_COLUMN, STEP_COLUMN, EPOCH_COLUMN)
+    dtypes = {c: ("int64" if c in integer else "float64") for c in frame.columns if c != RUN_COLUMN}
+    dtypes[RUN_COLUMN] = str
+    frame = frame.astype(dtypes)
     return frame.reset_index(drop=True)
 
 

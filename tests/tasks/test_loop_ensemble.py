@@ -29,17 +29,17 @@ def assert_runs_close(a, b, rtol=1e-5, atol=1e-7):
 
 
 def test_ensemble_equals_sequential_sgd_per_seed_data():
-    task = get_task("sparse_parities", size="smoke")
+    task = get_task("sparse_parities", size="smoke", steps=40)
     seeds = [0, 1, 2]
     ensemble = train_ensemble(task, seeds, device="cpu")
     assert {r.trainer for r in ensemble} == {"ensemble"}
     for seed, run in zip(seeds, ensemble):
         assert_runs_close(run, train_sequential(task, seed, device="cpu"))
-    assert ensemble[0].frame["step"].tolist() == checkpoint_steps(60, 10)
+    assert ensemble[0].frame["step"].tolist() == checkpoint_steps(40, 10)
 
 
 def test_ensemble_equals_sequential_adamw_shared_data():
-    task = get_task("digits", size="smoke", steps=30)
+    task = get_task("digits", size="smoke", steps=20)
     ensemble = train_ensemble(task, [3, 4], device="cpu")
     assert {r.trainer for r in ensemble} == {"ensemble"}
     for seed, run in zip([3, 4], ensemble):
