@@ -373,7 +373,7 @@ class GaussianHMM:
 
     def _em(self, X, design, lengths, params: HMMParams, pooled, backend) -> dict[str, Any]:
         history: list[float] = []
-        converged = False
+        converged = reseeded = False
         it = 0
         for it in range(1, int(self.n_iter) + 1):
             log_b = design.log_likelihood(params.means, params.covars)
@@ -386,6 +386,9 @@ class GaussianHMM:
                     "check the scale of the data"
                 )
             history.append(total)
+            # After a re-seeding M-step the likelihood may drop: no convergence test then.
+            just_reseeded = reseeded
+            events_before = self.n_empty_state_events_
             try:
                 params = self._m_step(X, design, fb, params, log_b, pooled)
             except ValueError as exc:  # a covariance lost positive definiteness
@@ -393,7 +396,8 @@ class GaussianHMM:
                     f"EM iteration {it} with K={self.n_states} produced invalid parameters ({exc}); "
                     f"increase min_covar (now {self.min_covar:g})"
                 ) from None
-            if len(history) >= 2 and history[-1] - history[-2] < self.tol:
+            reseeded = self.n_empty_state_events_ > events_before
+            if len(history) >= 2 and not just_reseeded and history[-1] - history[-2] < self.tol:
                 converged = True
                 break
         # Log-likelihood of the parameters actually returned (one more forward pass).
@@ -515,9 +519,14 @@ class GaussianHMM:
         rng = np.random.default_rng(random_state)
         K = params.n_states
         states = np.empty(n_samples, dtype=np.int64)
-        states[0] = rng.choice(K, p=params.start_prob)
+        uniforms = rng.random(n_samples)
+        start_cdf = np.cumsum(params.start_prob)
+        trans_cdf = np.cumsum(params.trans_mat, axis=1)
+        # Inverse-CDF draws; min() guards against a cdf ending just below 1.
+        states[0] = min(np.searchsorted(start_cdf, uniforms[0] * start_cdf[-1], side="right"), K - 1)
         for t in range(1, n_samples):
-            states[t] = rng.choice(K, p=params.trans_mat[states[t - 1]])
+            row = trans_cdf[states[t - 1]]
+            states[t] = min(np.searchsorted(row, uniforms[t] * row[-1], side="right"), K - 1)
         chol = np.linalg.cholesky(params.full_covars())
         noise = rng.standard_normal((n_samples, params.n_features))
         X = params.means[states] + np.einsum("tij,tj->ti", chol[states], noise)
