@@ -78,7 +78,7 @@ POSTERIOR_FILENAME = "posterior.nc"
 
 
 def align_to_reference(
-    draw_means: np.ndarray, reference_means: np.ndarray, *, margin: float = 0.25
+    draw_means: np.ndarray, reference_means: np.ndarray, *, margin: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
     """Match each draw's states to the reference states by their means.
 
@@ -88,9 +88,9 @@ def align_to_reference(
     reference_means : np.ndarray, shape (K, d)
     margin : float
         A draw is *ambiguous* when its second-best assignment costs less than
-        ``margin * 2 * min_{i != j} ||m_i - m_j||^2`` more than the best one. (Near the
-        reference, swapping two states costs about ``2 ||m_i - m_j||^2``, so this is
-        the fraction of the noiseless gap that is left.)
+        ``(1 + margin)`` times its best one (squared distances of matched means): the
+        draw's means are then about as far from the reference as the reference states
+        are from each other, so the labels are not identified by the means.
 
     Returns
     -------
@@ -107,9 +107,6 @@ def align_to_reference(
             f"got {draw_means.shape}"
         )
     S, K, _ = draw_means.shape
-    gaps = ((ref[:, None, :] - ref[None, :, :]) ** 2).sum(-1)
-    min_gap = gaps[~np.eye(K, dtype=bool)].min() if K > 1 else np.inf
-    threshold = margin * 2.0 * min_gap
     orders = np.empty((S, K), dtype=np.int64)
     ambiguous = np.zeros(S, dtype=bool)
     for s in range(S):
@@ -126,7 +123,7 @@ def align_to_reference(
             forbidden[k, orders[s, k]] = big
             r, c = linear_sum_assignment(forbidden)
             second = min(second, forbidden[r, c].sum())
-        ambiguous[s] = (second - best) < threshold
+        ambiguous[s] = second < (1.0 + margin) * best
     return orders, ambiguous
 
 
@@ -235,7 +232,7 @@ def propagate_draws(
     convergence_steps: np.ndarray | None = None,
     *,
     decode: str = "viterbi",
-    margin: float = 0.25,
+    margin: float = 0.5,
     seed: int = 0,
     progress: bool = False,
 ) -> PosteriorDraws:
@@ -519,7 +516,7 @@ def fit_bayesian(
     seed: int = 0,
     decode: str = "viterbi",
     interval: float = 0.9,
-    ambiguity_margin: float = 0.25,
+    ambiguity_margin: float = 0.5,
     progress: bool = True,
 ) -> BayesianResult:
     """Fit the Bayesian HMM (``mode="map"`` or ``"svi"``) and propagate its uncertainty.
