@@ -251,9 +251,14 @@ def _baseline_data_from_split(Z, lengths, run_ids, split, feature_names):
     }
 
 
-def _run_baselines(data: Mapping[str, Any], states_range, random_state: int) -> list[BaselineSelection]:
+def _run_baselines(
+    data: Mapping[str, Any], states_range, random_state: int, options: Mapping[str, Any] | None = None
+) -> list[BaselineSelection]:
     names = list(data["feature_names"])
-    out = [kmeans_selection(data["X_train"], data["X_val"], states_range, random_state=random_state)]
+    options = dict(options or {})
+    kmeans_opts = {k: options[k] for k in ("n_init",) if k in options}
+    hmm1_opts = {k: options[k] for k in ("n_restarts", "n_iter") if k in options}
+    out = [kmeans_selection(data["X_train"], data["X_val"], states_range, random_state=random_state, **kmeans_opts)]
     if "l2" in names:
         col = names.index("l2")
         out.append(
@@ -264,6 +269,7 @@ def _run_baselines(data: Mapping[str, Any], states_range, random_state: int) -> 
                 data["len_val"],
                 states_range,
                 random_state=random_state,
+                **hmm1_opts,
             )
         )
     else:
@@ -290,6 +296,7 @@ def analyze(
     baseline_data: Mapping[str, Any] | None = None,
     run_baselines: bool = True,
     states_range=DEFAULT_STATES_RANGE,
+    baseline_options: Mapping[str, Any] | None = None,
     random_state: int = 0,
 ) -> Analysis:
     """Analyse a fitted HMM and its decoded runs.
@@ -329,6 +336,8 @@ def analyze(
         Set False to skip the baselines.
     states_range : iterable of int
         Component counts the baselines try (the HMM's range).
+    baseline_options : mapping, optional
+        ``n_init`` (k-means restarts), ``n_restarts`` and ``n_iter`` (HMM-1 EM).
     random_state : int
 
     Returns
@@ -389,7 +398,7 @@ def analyze(
         if data is None and split_map is not None:
             data = _baseline_data_from_split(Z, lengths, run_ids, split_map, feature_names)
         if data is not None:
-            baselines = _run_baselines(data, states_range, random_state)
+            baselines = _run_baselines(data, states_range, random_state, baseline_options)
 
     settings = {
         "outcome": outcome,

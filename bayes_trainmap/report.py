@@ -106,12 +106,14 @@ def _fit_dir(fit_dir):
     return load_fit_dir(fit_dir)
 
 
-def load_analysis(fit_dir, *, recompute: bool = False) -> Analysis:
+def load_analysis(fit_dir, *, recompute: bool = False, **analyze_options) -> Analysis:
     """The fit directory's :class:`~bayes_trainmap.analysis.Analysis`.
 
     Read from ``analysis.json``; if it is missing (or ``recompute``), computed
     from the directory's model, z-scored features, outcomes and decoded paths
-    with the outcome and threshold recorded in ``config.json``, and saved.
+    with the outcome, threshold and searched K range recorded in ``config.json``
+    (``analyze_options`` are passed on to :func:`~bayes_trainmap.analysis.analyze`
+    and take precedence), and saved.
     """
     fd = _fit_dir(fit_dir)
     path = fd.path / ANALYSIS_FILE
@@ -132,10 +134,10 @@ def load_analysis(fit_dir, *, recompute: bool = False) -> Analysis:
         kwargs["threshold"] = float(threshold)
     if config.get("states_searched"):
         kwargs["states_range"] = [int(k) for k in config["states_searched"]]
+    kwargs.update(analyze_options)
     outcomes = {c: frame[c].to_numpy(dtype=float) for c in frame.columns if c not in (*fd.feature_names, "run", "step", "split")}
-    analysis = analyze(
-        fd.params, Z, lengths, run_ids, frame["step"].to_numpy(), outcomes, paths=paths, split=split, outcome=outcome, **kwargs
-    )
+    kwargs.setdefault("outcome", outcome)
+    analysis = analyze(fd.params, Z, lengths, run_ids, frame["step"].to_numpy(), outcomes, paths=paths, split=split, **kwargs)
     from bayes_trainmap.fitdir import write_json
 
     write_json(path, analysis.to_dict())
@@ -746,13 +748,18 @@ def _rich_table(title: str, header: list[str], rows: list[list[str]]):
     return table
 
 
-def render_terminal(fit_dir, *, width: int = 120) -> str:
+def render_terminal(fit_dir, *, width: int | None = None) -> str:
     """Terminal summary of a fit directory's report: Table-1 row, states, edges, regression, detours.
 
     Reads ``report.json`` if present, else builds the report dictionary (no files written).
+    ``width`` defaults to the terminal's width, at least 120 columns.
     """
+    import shutil
+
     from rich.console import Console
 
+    if width is None:
+        width = max(120, shutil.get_terminal_size((120, 40)).columns)
     fd = _fit_dir(fit_dir)
     path = fd.path / "report.json"
     report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else build_report(fd.path)
@@ -760,7 +767,7 @@ def render_terminal(fit_dir, *, width: int = 120) -> str:
     console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
     console.print(_headline(report))
     for w in report["warnings"]:
-        console.print(f"warning: {w}")
+        console.print(f"warning: {w}", soft_wrap=True)
     console.print(_rich_table("Table 1 row", *t["table1"]))
     console.print(_rich_table("States", *t["states"]))
     console.print(_rich_table("Edges (training map)", *t["edges"]))
