@@ -28,10 +28,8 @@ __all__ = [
     "plot_elbo",
 ]
 
-DETOUR_COLOR = "#d95f02"
+DETOUR_COLOR = "#c0392b"
 NODE_COLOR = "#7aa6c2"
-INITIAL_EDGE = "#1b9e77"
-FINAL_EDGE = "#4a1486"
 
 
 def new_axes(figsize=(6.0, 4.0), ncols: int = 1):
@@ -199,8 +197,10 @@ def plot_training_map(
 ):
     """Draw the training map.
 
-    Nodes: one per visited state, area proportional to occupancy; detour states
-    in orange; initial states with a green ring, final states with a purple one.
+    Nodes: one per visited state, area proportional to occupancy, filled with the
+    state's colour (the same as in :func:`plot_state_timeline`); detour states
+    get a thick red ring and the tag "DETOUR"; initial and final states are
+    tagged "start" and "end".
     Edges: the pruned transitions, labelled with the top features (the paper's
     "L2 ↓ 0.59"), the number of runs using them, the transition probability and
     the mean ± SD convergence step of those runs. Layout: :func:`map_layout`
@@ -238,16 +238,17 @@ def plot_training_map(
     n_layers = len({x for x, _ in all_points}) or 1
     max_layer = max([sum(1 for p in all_points if p[0] == x) for x, _ in all_points], default=1)
     if ax is None:
-        _, ax = new_axes(figsize=(min(2.0 + 3.0 * n_layers, 26), 2.4 + 1.8 * max_layer))
+        _, ax = new_axes(figsize=(min(1.6 + 2.7 * n_layers, 24), 2.2 + 1.7 * max_layer))
     xs = [p[0] for p in all_points] or [0.0]
     ys = [p[1] for p in all_points] or [0.0]
     ax.set_xlim(min(xs) - 0.45, max(xs) + 0.45)
-    ax.set_ylim(min(ys) - 0.75, max(ys) + 0.6)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.45)
     ax.set_axis_off()
 
     graph = nx.DiGraph()
     graph.add_nodes_from(nodes)
     occupancy = dict(zip(visited["state"].astype(int), visited["occupancy"].astype(float)))
+    colors = state_colors(len(states))
     sizes = {s: 350 + 5000 * occupancy[s] for s in nodes}
     detours = {int(s) for s in detour_states}
     initial, final = set(training_map.initial_states), set(training_map.final_states)
@@ -256,17 +257,32 @@ def plot_training_map(
         pos,
         nodelist=nodes,
         node_size=[sizes[s] for s in nodes],
-        node_color=[DETOUR_COLOR if s in detours else NODE_COLOR for s in nodes],
-        edgecolors=[INITIAL_EDGE if s in initial else (FINAL_EDGE if s in final else "white") for s in nodes],
-        linewidths=[3.0 if (s in initial or s in final) else 1.0 for s in nodes],
+        node_color=[colors[s] for s in nodes],
+        edgecolors=[DETOUR_COLOR if s in detours else "white" for s in nodes],
+        linewidths=[4.0 if s in detours else 1.0 for s in nodes],
         ax=ax,
     )
     node_artist.set_zorder(3)
     node_labels = nx.draw_networkx_labels(
-        graph, pos, labels={s: f"{s}\n{100 * occupancy[s]:.0f}%" for s in nodes}, font_size=9, ax=ax
+        graph, pos, labels={s: f"{s}" for s in nodes}, font_size=11, font_weight="bold", ax=ax
     )
     for text in node_labels.values():
         text.set_zorder(4)
+    for s in nodes:  # occupancy and role under the node
+        tags = [f"{100 * occupancy[s]:.0f}%"] + [t for t, on in (("start", s in initial), ("end", s in final)) if on]
+        radius_pts = np.sqrt(sizes[s]) / 2
+        ax.annotate(
+            " · ".join(tags) + ("\nDETOUR" if s in detours else ""),
+            pos[s],
+            xytext=(0, -radius_pts - 3),
+            textcoords="offset points",
+            ha="center",
+            va="top",
+            fontsize=8.5,
+            color=DETOUR_COLOR if s in detours else "0.25",
+            fontweight="bold" if s in detours else "normal",
+            zorder=4,
+        )
 
     p_exists = {}
     if uncertainty:
@@ -320,7 +336,7 @@ def plot_training_map(
                 x,
                 y,
                 text,
-                fontsize=7,
+                fontsize=8,
                 ha="center",
                 va="center",
                 bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.7", "alpha": 0.92},
@@ -328,11 +344,10 @@ def plot_training_map(
             )
     handles = [
         Line2D([], [], marker="o", ls="", ms=10, mfc=NODE_COLOR, mec="white", label="state (area: share of checkpoints)"),
-        Line2D([], [], marker="o", ls="", ms=10, mfc=DETOUR_COLOR, mec="white", label="detour state"),
-        Line2D([], [], marker="o", ls="", ms=10, mfc="none", mec=INITIAL_EDGE, mew=2.5, label="initial state"),
-        Line2D([], [], marker="o", ls="", ms=10, mfc="none", mec=FINAL_EDGE, mew=2.5, label="final state"),
+        Line2D([], [], marker="o", ls="", ms=10, mfc="none", mec=DETOUR_COLOR, mew=3, label="detour state"),
+        Line2D([], [], ls="-", color="black", label="transition used by >= 1 run (label: top features, runs, p(k|j), convergence)"),
     ]
-    legend = ax.legend(handles=handles, loc="lower left", fontsize=7.5, frameon=False, ncol=4, bbox_to_anchor=(0, -0.04))
+    legend = ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False, ncol=3, bbox_to_anchor=(0, -0.06))
     ax.set_title("Training map", fontsize=11)
     return {
         "nodes": node_artist,

@@ -677,7 +677,10 @@ def render_html(report: dict, fit_dir) -> str:
         ("regression p-value", _fmt_p(t1["p_value"])),
         ("trajectory dissimilarity", _fmt(t1["dissimilarity"])),
         ("map", "forking" if t1["forking"] else "linear"),
-        ("detour states", ", ".join(map(str, detours)) if detours else "none"),
+        (
+            "detour state" + ("s" if len(detours) > 1 else ""),
+            ("state " if len(detours) == 1 else "states ") + ", ".join(map(str, detours)) if detours else "none",
+        ),
     ]
     parts += [
         '<h2 id="summary">Summary</h2>',
