@@ -26,6 +26,8 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -33,6 +35,7 @@ import torch
 from bayes_trainmap.errors import TaskError
 from bayes_trainmap.schema import RUN_COLUMN, SEED_COLUMN, STEP_COLUMN
 from tasks.stats import ParameterSelection, SelectedParameter, weight_statistics
+from tasks.trajectory_io import run_frame, write_run
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +134,8 @@ def trajectory_from_hf_checkpoints(
     outcome_fn: Callable[[torch.nn.Module, int], Mapping[str, float]] | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    out: str | os.PathLike | None = None,
+    metadata: Mapping[str, Any] | None = None,
     **from_pretrained_kwargs,
 ) -> pd.DataFrame:
     """The trajectory (one row per checkpoint) of one run saved as Hugging Face checkpoints.
@@ -155,6 +160,12 @@ def trajectory_from_hf_checkpoints(
         Where each model is loaded and its statistics computed.
     progress : bool
         Show a tqdm bar over checkpoints.
+    out : path-like, optional
+        Also write the run atomically in the trajectory format: into this directory
+        as ``run-<run>.parquet``, or to this ``.parquet`` file.
+    metadata : mapping, optional
+        JSON-serialisable metadata stored with the written run (with the
+        checkpoints' names and the selection rule added).
     **from_pretrained_kwargs
         Passed to ``transformers.AutoModel.from_pretrained`` (``revision``,
         ``cache_dir``, ``local_files_only``, ...).
@@ -163,7 +174,7 @@ def trajectory_from_hf_checkpoints(
     -------
     pandas.DataFrame
         Columns ``run``, ``seed``, ``step``, the 14 statistics, then any outcome
-        columns; rows sorted by step.
+        columns; rows sorted by step (:func:`tasks.trajectory_io.run_frame`).
 
     Raises
     ------
@@ -204,4 +215,20 @@ def trajectory_from_hf_checkpoints(
             row.update({k: float(v) for k, v in outcome_fn(model, steps[i]).items()})
         rows.append(row)
         del model, state
-    return pd.DataFrame(rows)  # columns in row order: run, seed, step, statistics, outcomes
+    frame = run_frame(rows)
+    if out is not None:
+        target = Path(out)
+        if target.suffix != ".parquet":
+            target = target / f"run-{run}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            **dict(metadata or {}),
+            "run": run,
+            "seed": int(seed),
+            "diverged": False,
+            "source": "huggingface_checkpoints",
+            "checkpoints": [os.fspath(checkpoints[i]) for i in order],
+            "split_heads": split_heads,
+        }
+        write_run(frame, target, meta)
+    return frame

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 from model_stats_oracle import assert_statistics_close, numpy_statistics
 
+from bayes_trainmap.data import load_trajectories
 from bayes_trainmap.errors import TaskError
 from bayes_trainmap.schema import STATISTIC_NAMES
 from tasks.datasets.text import CharTokenizer, chunk_sequences, mask_tokens, stdlib_docstring_corpus
@@ -162,9 +164,9 @@ def _oracle_for_hf_state(state, n_layers=2, n_heads=3, d_head=4):
     return numpy_statistics(matrices, biases)
 
 
-def test_hf_importer_on_tiny_local_bert(bert_checkpoints):
+def test_hf_importer_on_tiny_local_bert(bert_checkpoints, tmp_path):
     paths, states = bert_checkpoints
-    frame = trajectory_from_hf_checkpoints(paths, run="multibert-4", seed=4, local_files_only=True,
+    frame = trajectory_from_hf_checkpoints(paths, run="multibert-4", seed=4, local_files_only=True, out=tmp_path,
                                            outcome_fn=lambda model, step: {"n_params": sum(p.numel() for p in model.parameters())})
     assert frame["step"].tolist() == [0, 10000, 20000]
     assert list(frame.columns[:3]) == ["run", "seed", "step"] and set(STATISTIC_NAMES) <= set(frame.columns)
@@ -176,6 +178,10 @@ def test_hf_importer_on_tiny_local_bert(bert_checkpoints):
     # The selector drops embeddings, layer norms and the MLM head.
     selection = bert_encoder_selection(states[0], n_heads=3)
     assert not any(("embeddings" in n) or ("LayerNorm" in n) or n.startswith("cls.") for n in selection.names)
+    # The written run reads back as a trajectory set.
+    loaded = load_trajectories(tmp_path)
+    assert loaded.run_ids == ["multibert-4"] and loaded.steps().tolist() == [0, 10000, 20000]
+    assert np.allclose(loaded.feature_matrix(list(STATISTIC_NAMES))[0], frame[list(STATISTIC_NAMES)].to_numpy())
     explicit = trajectory_from_hf_checkpoints(paths[:2], steps=[5, 3], local_files_only=True)
     assert explicit["step"].tolist() == [3, 5]
     with pytest.raises(TaskError, match="distinct"):
