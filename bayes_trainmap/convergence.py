@@ -40,9 +40,17 @@ TASK_THRESHOLDS: dict[str, float] = {
 }
 
 
-def threshold_for_task(task: str) -> float:
-    """Preset accuracy threshold of a task (see :data:`TASK_THRESHOLDS`)."""
+def threshold_for_task(task: str, variant: str | None = None) -> float:
+    """Preset accuracy threshold of a task and variant (see :data:`TASK_THRESHOLDS`).
+
+    ``variant`` (e.g. ``"destabilized"`` for ``cifar100``, as recorded in the
+    trajectory metadata) selects ``"<task>_<variant>"`` when that preset exists.
+    """
     key = task.replace("-", "_").lower()
+    if variant and variant != "default":
+        combined = f"{key}_{variant.replace('-', '_').lower()}"
+        if combined in TASK_THRESHOLDS:
+            return TASK_THRESHOLDS[combined]
     if key not in TASK_THRESHOLDS:
         raise BayesTrainmapError(
             f"no threshold preset for task {task!r}; expected one of {sorted(TASK_THRESHOLDS)} "

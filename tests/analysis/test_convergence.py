@@ -37,6 +37,8 @@ def test_round_trip_and_presets():
     pd.testing.assert_series_equal(back.steps, res.steps)
     assert TASK_THRESHOLDS["mnist"] == 0.97 and TASK_THRESHOLDS["cifar100_destabilized"] == 0.4
     assert threshold_for_task("modular-addition") == 0.9
+    assert threshold_for_task("cifar100", "destabilized") == 0.4 and threshold_for_task("cifar100", "default") == 0.6
+    assert threshold_for_task("digits", "some_variant") == TASK_THRESHOLDS["digits"]
     with pytest.raises(ValueError, match="no threshold preset"):
         threshold_for_task("imagenet")
     with pytest.raises(ValueError, match="not found"):
