@@ -207,7 +207,10 @@ class Task:
             config.update(copy.deepcopy(dict(self.smoke_config)))
         unknown = sorted(set(overrides or {}) - set(config))
         if unknown:
-            raise TaskError(f"unknown config keys for task {self.name!r}: {', '.join(unknown)}")
+            raise TaskError(
+                f"unknown config keys for task {self.name!r}: {', '.join(unknown)}; "
+                f"expected some of {', '.join(sorted(config))}"
+            )
         config.update({k: v for k, v in (overrides or {}).items() if v is not None})
         missing = [k for k in LOOP_CONFIG_KEYS if k not in config]
         if missing:
