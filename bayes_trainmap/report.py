@@ -413,7 +413,7 @@ def _write_figures(fd, analysis: Analysis) -> dict[str, dict[str, str]]:
         curves["HMM"], chosen["HMM"] = sel.curve, int(fd.summary.get("n_states", sel.best_n_components))
     for b in analysis.baselines or []:
         curves[b.model], chosen[b.model] = b.curve, b.best_n_components
-    if curves:
+    if curves and max(len(c) for c in curves.values()) > 1:  # a fixed K has no curve to show
         fig, axes = plots.new_axes(figsize=(3.6 * len(curves), 3.2), ncols=len(curves))
         plots.plot_selection_curves(curves, chosen, ax=axes)
         fig.tight_layout()
@@ -614,6 +614,8 @@ def render_markdown(report: dict) -> str:
         out += [_md_table(*t["table4"]), "", "BICs are comparable only within a model class.", ""]
     if "selection_curves" in fig:
         out += [f"![BIC selection curves]({fig['selection_curves']['png']})", ""]
+    else:
+        out += ["The number of states was fixed, so there is no selection curve to show.", ""]
     if report.get("uncertainty"):
         u = report["uncertainty"]
         out += [
@@ -708,7 +710,7 @@ def render_html(report: dict, fit_dir) -> str:
         '<h2 id="detours">Convergence and detour states</h2>',
         f"<p>{e(_regression_sentence(report))}</p>",
         _html_table(*t["regression"], detour_col=6),
-        _img(fd_path, fig.get("regression_coefficients"), "regression coefficients", "Per-state coefficients with 95% confidence intervals; detour states in orange."),
+        _img(fd_path, fig.get("regression_coefficients"), "regression coefficients", "Per-state coefficients with 95% confidence intervals; detour states in red."),
         _img(fd_path, fig.get("convergence_histogram"), "convergence histogram", "Distribution of convergence steps over the converged runs."),
         '<h2 id="timeline">State timeline</h2>',
         _img(fd_path, fig.get("state_timeline"), "state timeline", "One row per run, coloured by Viterbi state, sorted by convergence step (black tick). Runs that never converged are at the bottom."),
@@ -717,6 +719,7 @@ def render_html(report: dict, fit_dir) -> str:
         "model, for the full HMM and the k-means and HMM-1 (L2 norm only) baselines. BICs are comparable only "
         "within a model class.</p>",
         _html_table(*t["table4"], text_cols=(0,)) if t["table4"][1] else "<p>No baselines were computed.</p>",
+        "" if fig.get("selection_curves") else '<p class="note">The number of states was fixed, so there is no selection curve to show.</p>',
         _img(fd_path, fig.get("selection_curves"), "selection curves", "Held-out BIC against the number of components; the chosen value is circled."),
     ]
     unc = report.get("uncertainty")

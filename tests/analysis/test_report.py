@@ -40,7 +40,8 @@ def test_files_exist_and_json_validates(fit_dir):
         assert (fit_dir / name).is_file(), name
     report = json.loads((fit_dir / "report.json").read_text())
     validate_report_json(report)
-    expected = {"training_map", "regression_coefficients", "convergence_histogram", "state_timeline", "selection_curves"}
+    # K is fixed in this fit, so there is no selection curve figure.
+    expected = {"training_map", "regression_coefficients", "convergence_histogram", "state_timeline"}
     assert expected <= set(report["figures"]) <= set(FIGURE_NAMES)
     for files in report["figures"].values():
         for path in files.values():
@@ -58,7 +59,7 @@ def test_html_is_self_contained(fit_dir):
         assert forbidden not in text, forbidden
     srcs = re.findall(r'src="([^"]*)"', text)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert "Training map" in text and "Detour" in text
+    assert "Training map" in text and "Detour" in text and "no selection curve" in text
     md = (fit_dir / "report.md").read_text()
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (fit_dir / link).is_file(), link
