@@ -205,8 +205,9 @@ def plot_training_map(
     "L2 ↓ 0.59"), the number of runs using them, the transition probability and
     the mean ± SD convergence step of those runs. Layout: :func:`map_layout`
     (left to right from the initial states). With ``uncertainty`` (Bayesian
-    modes) each edge's opacity is its posterior probability of existing and edges
-    with ``p_exists < 0.5`` are dashed.
+    modes) each edge's opacity is its posterior probability of existing, edges
+    with ``p_exists < 0.5`` are dashed, and transitions that only posterior draws
+    use are added as dotted grey arrows labelled with that probability.
 
     Parameters
     ----------
@@ -324,7 +325,35 @@ def plot_training_map(
         else:
             label_at[(a, b)] = _bezier_mid(points[0], points[1], rad)
 
+    # Posterior-only edges (Bayesian modes): transitions some posterior draws use but
+    # the point estimate's Viterbi paths do not; dotted grey, opacity = P(edge).
+    extra = [(a, b) for (a, b) in p_exists if (a, b) not in pair_set and a in pos and b in pos and a != b]
+    for a, b in extra:
+        arrow = FancyArrowPatch(
+            pos[a],
+            pos[b],
+            arrowstyle="-|>",
+            mutation_scale=12,
+            lw=1.2,
+            color="0.45",
+            alpha=max(p_exists[(a, b)], 0.15),
+            linestyle=":",
+            connectionstyle="arc3,rad=0.25",
+            shrinkA=np.sqrt(sizes[a]) / 2 + 2,
+            shrinkB=np.sqrt(sizes[b]) / 2 + 2,
+            zorder=1,
+        )
+        ax.add_patch(arrow)
+        edge_artists.append(arrow)
+        label_at[(a, b)] = _bezier_mid(pos[a], pos[b], 0.25)
+
     edge_labels = {}
+    if show_labels:
+        for a, b in extra:
+            x, y = label_at[(a, b)]
+            edge_labels[(a, b)] = ax.text(
+                x, y, f"P(edge)={p_exists[(a, b)]:.2f}", fontsize=7, color="0.35", ha="center", va="center", zorder=5
+            )
     if show_labels and len(edges):
         for _, row in edges.iterrows():
             key = (int(row["source"]), int(row["target"]))

@@ -519,6 +519,15 @@ def _tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
                 _fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3) if u else "–",
             ]
         rows.append(r)
+    if unc:
+        known = {(e["source"], e["target"]) for e in report["edges"]}
+        for (a, b), u in sorted(uedges.items()):
+            if (a, b) in known:
+                continue
+            rows.append(
+                [f"{a} → {b}", "–", "–", "–", "posterior draws only (not on the point estimate's Viterbi paths)",
+                 _fmt(u.get("p_exists"), 2), _fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3)]
+            )
     tables["edges"] = (header, rows)
 
     reg = report["regression"]

@@ -111,6 +111,11 @@ def _uncertainty(report):
              "trans_prob_median": e["trans_prob"], "trans_prob_lo": 0.5 * e["trans_prob"],
              "trans_prob_hi": 1.5 * e["trans_prob"], "n_runs_median": e["n_runs"], "n_runs_lo": 1, "n_runs_hi": e["n_runs"]}
             for i, e in enumerate(report["edges"])
+        ] + [
+            # A transition only some posterior draws use.
+            {"source": report["edges"][0]["target"], "target": report["edges"][0]["source"], "p_exists": 0.1,
+             "trans_prob_median": 0.001, "trans_prob_lo": 0.0, "trans_prob_hi": 0.01,
+             "n_runs_median": 0.0, "n_runs_lo": 0.0, "n_runs_hi": 1.0}
         ],
         "states": [
             {"state": s["state"], "coef_median": s["coefficient"], "coef_lo": (s["coefficient"] or 0) - 1,
@@ -132,6 +137,7 @@ def test_uncertainty_is_shown_in_tables_and_figures(fit_dir):
         assert "elbo" in with_unc["figures"]
         html = (fit_dir / "report.html").read_text()
         assert "Posterior uncertainty" in html and "P(edge)" in html and "90%" in html
+        assert "posterior draws only" in html
         assert "P(detour)" in render_terminal(fit_dir, width=220)
         broken = copy.deepcopy(with_unc)
         del broken["uncertainty"]["edges"][0]["p_exists"]
