@@ -28,6 +28,8 @@ identity) and the observation is masked, so padded steps contribute exactly ``lo
 
 from __future__ import annotations
 
+import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,24 +173,73 @@ def _sample_parameters(n_states, n_features, covariance_type, prior, dtype, devi
     return start_prob, trans_mat, means, scales, corr_chol
 
 
+_OUTER_CACHE: list = []
+
+
+def _upper_outer_products(Z: torch.Tensor) -> torch.Tensor:
+    """``z_i z_j`` for ``i <= j`` of every row, shape ``(n, d(d+1)/2)``.
+
+    The data are constant during a fit, so the last two results are cached (keyed
+    by tensor identity, via weak references, and its in-place version counter).
+    """
+    for ref, version, products in _OUTER_CACHE:
+        if ref() is Z and version == Z._version:
+            return products
+    rows, cols = torch.triu_indices(Z.shape[1], Z.shape[1], device=Z.device)
+    products = Z[:, rows] * Z[:, cols]
+    if not Z.requires_grad:
+        _OUTER_CACHE[:] = [(weakref.ref(Z), Z._version, products)] + _OUTER_CACHE[:1]
+    return products
+
+
 def emission_log_prob(Z, means, scales, corr_chol=None) -> torch.Tensor:
     """``log N(z | mu_k, Sigma_k)`` for every row of ``Z`` and state ``k``.
 
+    Written as a linear function of the sufficient statistics ``(z z^T, z)``:
+    ``-1/2 <z z^T, Lambda_k> + z^T Lambda_k mu_k - 1/2 mu_k^T Lambda_k mu_k - log|L_k| - d/2 log 2 pi``
+    with the precision ``Lambda_k = Sigma_k^-1``. The data enter through two matrix
+    products, so the backward pass costs two more (``(n, d^2)^T (n, K)``) instead of
+    autograd through ``n K`` triangular solves -- the dominant cost of an SVI step
+    before. The products ``z_i z_j`` (upper triangle) are computed once per data
+    tensor and cached. Cancellation in the expanded quadratic form is harmless in
+    float64 on z-scored data.
+
     Parameters
     ----------
-    Z : torch.Tensor, shape (..., d)
+    Z : torch.Tensor, shape (n, d)
     means, scales : torch.Tensor, shape (K, d)
     corr_chol : torch.Tensor, shape (K, d, d), or None for diagonal covariances
 
     Returns
     -------
-    torch.Tensor, shape (..., K)
+    torch.Tensor, shape (n, K)
     """
-    z = Z.unsqueeze(-2)
+    n, d = Z.shape
+    K = means.shape[0]
+    const = 0.5 * d * math.log(2.0 * math.pi)
     if corr_chol is None:
-        return dist.Normal(means, scales).log_prob(z).sum(-1)
-    scale_tril = scales.unsqueeze(-1) * corr_chol
-    return dist.MultivariateNormal(means, scale_tril=scale_tril).log_prob(z)
+        precision = scales.pow(-2)  # (K, d)
+        quad = (
+            Z.pow(2) @ precision.T
+            - 2.0 * Z @ (means * precision).T
+            + (means.pow(2) * precision).sum(-1)
+        )
+        return -0.5 * quad - scales.log().sum(-1) - const
+    chol = scales.unsqueeze(-1) * corr_chol  # (K, d, d), lower triangular
+    eye = torch.eye(d, dtype=Z.dtype, device=Z.device).expand(K, d, d)
+    inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
+    precision = inv_chol.transpose(-1, -2) @ inv_chol  # (K, d, d)
+    prec_means = (precision @ means.unsqueeze(-1)).squeeze(-1)  # (K, d)
+    rows, cols = torch.triu_indices(d, d, device=Z.device)
+    # <z z^T, Lambda> over the upper triangle: off-diagonal terms count twice.
+    weights = precision[:, rows, cols] * torch.where(rows == cols, 1.0, 2.0).to(Z.dtype)
+    quad = (
+        _upper_outer_products(Z) @ weights.T
+        - 2.0 * Z @ prec_means.T
+        + (means * prec_means).sum(-1)
+    )
+    log_det = torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
+    return -0.5 * quad - log_det - const
 
 
 def hmm_model(
