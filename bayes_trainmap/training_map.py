@@ -119,11 +119,9 @@ class TrainingMap:
     def from_dict(cls, d: dict) -> "TrainingMap":
         states = pd.DataFrame(d["states"], columns=STATE_COLUMNS)
         edges = pd.DataFrame(d["edges"], columns=EDGE_COLUMNS)
-        for frame in (states, edges):
-            for col in frame.columns:
-                if frame[col].dtype == object and frame[col].map(lambda v: v is None).any():
-                    frame[col] = frame[col].map(lambda v: np.nan if v is None else v)
-        edges = edges.astype({"conv_mean": float, "conv_sd": float, "trans_prob": float})
+        # JSON null -> NaN in the float columns (undefined dwell, convergence statistics).
+        states["mean_dwell"] = states["mean_dwell"].astype(float)
+        edges = edges.astype({"trans_prob": float, "conv_mean": float, "conv_sd": float})
         return cls(states, edges, list(d["initial_states"]), list(d["final_states"]), list(d["feature_names"]))
 
 
