@@ -264,9 +264,11 @@ def test_split_edge_cases():
 # ---------------------------------------------------------------- demo data
 def test_demo_trajectories_default_and_unknown(tmp_path, monkeypatch, ragged_set):
     monkeypatch.setattr(data, "DEMO_DATA_DIR", tmp_path)
-    with pytest.raises(TrajectoryError, match="no demo trajectories"):
-        data.demo_trajectories()
+    simulated = data.demo_trajectories()  # nothing shipped: the labelled simulated set
+    assert simulated.metadata["demo"] == "simulated" and simulated.metadata["task"] == "simulated"
+    assert simulated.n_runs == 40 and validate(simulated) == list(STATISTIC_NAMES)
     save_trajectories(ragged_set, tmp_path / "digits")
+    assert data.available_demos() == ["digits", "simulated"]
     ts = data.demo_trajectories()
     assert ts.metadata["demo"] == "digits" and ts.n_runs == 4
     with pytest.raises(TrajectoryError, match="unknown demo"):
@@ -278,6 +280,7 @@ def test_shipped_demo_sets_are_valid():
         ts = data.demo_trajectories(name)
         assert ts.n_runs >= 10, name
         assert validate(ts) == list(STATISTIC_NAMES), name
+        assert "eval_accuracy" in ts.outcome_columns, name
 
 
 def test_per_run_metadata_that_differs_is_kept_per_run(tmp_path, ragged_set):
