@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -45,6 +46,11 @@ from hmmlearn import hmm  # noqa: E402
 
 from inference.baum_welch import GaussianHMM  # noqa: E402
 from inference.params import HMMParams  # noqa: E402
+
+
+# The floor can make the log-likelihood dip by ~1e-9 relative at convergence, which
+# hmmlearn's monitor logs as "not converging" (both engines then stop alike).
+logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
 
 class _FlooredHMMLearn(hmm.GaussianHMM):
