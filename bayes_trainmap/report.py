@@ -87,6 +87,7 @@ logger = logging.getLogger(__name__)
 REPORT_FORMAT = "bayes_trainmap.report"
 REPORT_VERSION = 1
 ANALYSIS_FILE = "analysis.json"
+NO_EDGES = "No transitions: every run stays in a single state."
 FIGURE_NAMES = (
     "training_map",
     "regression_coefficients",
@@ -437,6 +438,8 @@ def _fmt(v, digits: int = 3) -> str:
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
     v = float(v)
+    if abs(v) < 1e-12:  # round-off (e.g. a coefficient that is zero in exact arithmetic)
+        v = 0.0
     if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
         return f"{v:.{digits}g}"
     return f"{v:.{digits}f}"
@@ -609,7 +612,8 @@ def render_markdown(report: dict) -> str:
     ]
     if "training_map" in fig:
         out += [f"![Training map]({fig['training_map']['png']})", ""]
-    out += ["### States", "", _md_table(*t["states"]), "", "### Edges", "", _md_table(*t["edges"]), ""]
+    out += ["### States", "", _md_table(*t["states"]), "", "### Edges", ""]
+    out += [_md_table(*t["edges"]) if t["edges"][1] else NO_EDGES, ""]
     out += ["## Convergence and detour states", "", _regression_sentence(report), "", _md_table(*t["regression"]), ""]
     for name, title in (
         ("regression_coefficients", "Regression coefficients"),
@@ -715,7 +719,7 @@ def render_html(report: dict, fit_dir) -> str:
         "<h3>States</h3>",
         _html_table(*t["states"], text_cols=(4, 5), detour_col=8),
         "<h3>Edges</h3>",
-        _html_table(*t["edges"], text_cols=(0, 4)),
+        _html_table(*t["edges"], text_cols=(0, 4)) if t["edges"][1] else f"<p>{e(NO_EDGES)}</p>",
         '<h2 id="detours">Convergence and detour states</h2>',
         f"<p>{e(_regression_sentence(report))}</p>",
         _html_table(*t["regression"], detour_col=6),
@@ -785,7 +789,10 @@ def render_terminal(fit_dir, *, width: int | None = None) -> str:
         console.print(f"warning: {w}", soft_wrap=True)
     console.print(_rich_table("Table 1 row", *t["table1"]))
     console.print(_rich_table("States", *t["states"]))
-    console.print(_rich_table("Edges (training map)", *t["edges"]))
+    if t["edges"][1]:
+        console.print(_rich_table("Edges (training map)", *t["edges"]))
+    else:
+        console.print(f"Edges: {NO_EDGES}")
     console.print(_rich_table("Convergence regression", *t["regression"]))
     detours = report["detour_states"]
     console.print(f"Detour states: {', '.join(map(str, detours)) if detours else 'none'}")
