@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from bayes_trainmap.schema import OUTCOME_COLUMNS
-from tasks.base import OptimizerSpec, Task, TaskData
+from tasks.base import IGNORE_INDEX, OptimizerSpec, Task, TaskData
 from tasks.loop import (
     RunResult,
     derive_seed,
@@ -159,6 +159,8 @@ class EnsembleTrainer:
             self.train_x, self.train_y = d.train_inputs, d.train_targets
             self.eval_sets = evaluation_sets(task, d)
         self.eval_batch = int(task.config.get("eval_batch_size", 4096))
+        # Task.metrics' default (cross-entropy) has a direct batched form, cheaper than vmap's
+        self.default_metrics = type(task).metrics is Task.metrics
         # row offset of each member in the flattened (S * n_train, ...) training tensors
         n_train = self.train_x.shape[1] if self.per_seed_data else self.train_x.shape[0]
         self._member_offset = torch.arange(self.n_members, device=device).unsqueeze(1) * n_train
@@ -167,9 +169,12 @@ class EnsembleTrainer:
     def _forward(self, params, buffers, x):
         return functional_call(self.skeleton, (params, buffers), (x,))
 
-    def _batched_metrics(self, x, y, x_dim):
+    def _batched_metrics(self, x, y, x_dim, with_correct: bool = True):
         """Per-seed ``(loss_sum, n_correct, n_counted)``, each (S,); ``x_dim`` 0 (per seed) or None (shared)."""
         outputs = vmap(self._forward, in_dims=(0, 0, x_dim), randomness="error")(self.params, self.buffers, x)
+        if self.default_metrics:
+            return _cross_entropy_per_member(outputs, y if x_dim == 0 else y.expand(self.n_members, *y.shape),
+                                             with_correct)
         return vmap(self.task.metrics, in_dims=(0, x_dim))(outputs, y)
 
     def _gather(self, indices: torch.Tensor):
@@ -187,7 +192,7 @@ class EnsembleTrainer:
 
     def step(self, indices: torch.Tensor) -> None:
         x, y = self._gather(indices)
-        loss_sum, _, count = self._batched_metrics(x, y, 0)
+        loss_sum, _, count = self._batched_metrics(x, y, 0, with_correct=False)
         # seeds are independent, so d(sum of losses)/d(stacked params) = stacked per-seed gradients
         names = list(self.params)
         grads = torch.autograd.grad((loss_sum / count).sum(), [self.params[n] for n in names])
@@ -237,6 +242,21 @@ class EnsembleTrainer:
         x, y = self._gather(indices)
         loss_sum, _, count = self._batched_metrics(x, y, 0)
         torch.autograd.grad((loss_sum / count).sum(), list(self.params.values()))
+
+
+def _cross_entropy_per_member(outputs: torch.Tensor, targets: torch.Tensor, with_correct: bool = True):
+    """:meth:`Task.metrics` (the default) for each member: outputs (S, B, ..., C), targets (S, B, ...)."""
+    n_members, n_classes = outputs.shape[0], outputs.shape[-1]
+    logits = outputs.reshape(-1, n_classes)
+    flat = targets.reshape(-1)
+    losses = nn.functional.cross_entropy(logits, flat, ignore_index=IGNORE_INDEX, reduction="none")
+    counted = flat != IGNORE_INDEX
+    loss_sum = losses.reshape(n_members, -1).sum(1)
+    count = counted.reshape(n_members, -1).sum(1).to(logits.dtype)
+    if not with_correct:
+        return loss_sum, None, count
+    correct = ((logits.argmax(-1) == flat) & counted).reshape(n_members, -1).sum(1).to(logits.dtype)
+    return loss_sum, correct, count
 
 
 def _fields(data: TaskData) -> tuple[torch.Tensor, ...]:

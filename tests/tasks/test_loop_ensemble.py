@@ -46,6 +46,14 @@ def test_ensemble_equals_sequential_adamw_shared_data():
         assert_runs_close(run, train_sequential(task, seed, device="cpu"))
 
 
+def test_ensemble_equals_sequential_with_a_task_defined_loss():
+    task = get_task("toy_custom_metrics")
+    ensemble = train_ensemble(task, [0, 1], device="cpu")
+    assert {r.trainer for r in ensemble} == {"ensemble"}
+    for seed, run in zip([0, 1], ensemble):
+        assert_runs_close(run, train_sequential(task, seed, device="cpu"))
+
+
 def test_same_seed_twice_is_identical_and_seeds_differ():
     task = get_task("sparse_parities", size="smoke", steps=20)
     a, b = train_sequential(task, 5, device="cpu"), train_sequential(task, 5, device="cpu")

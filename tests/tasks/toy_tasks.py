@@ -68,3 +68,20 @@ class ExplodingToyTask(_ToyBase):
 
     def build_model(self) -> nn.Module:
         return nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+
+
+@register_task
+class CustomMetricsToyTask(_ToyBase):
+    """Overrides ``metrics`` (a squared-error loss on one-hot targets), so ensembles vmap it."""
+
+    name = "toy_custom_metrics"
+    data_depends_on_seed = True
+
+    def build_model(self) -> nn.Module:
+        return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+    def metrics(self, outputs, targets):
+        one_hot = nn.functional.one_hot(targets, outputs.shape[-1]).to(outputs.dtype)
+        loss_sum = (outputs - one_hot).square().sum()
+        correct = (outputs.argmax(-1) == targets).sum().to(outputs.dtype)
+        return loss_sum, correct, torch.tensor(float(len(targets)), dtype=outputs.dtype)
