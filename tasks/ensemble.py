@@ -11,8 +11,11 @@ optimiser (:class:`FunctionalOptimizer`) mirrors ``torch.optim``'s single-tensor
 SGD / Adam / AdamW updates on the stacked tensors.
 
 Ensemble and sequential training of a seed agree up to floating-point rounding of
-the batched kernels (tested to 1e-4 relative on every statistic over 60 steps in
-float32; the same seed twice is bitwise identical on CPU).
+the batched kernels: the tests require every recorded value to agree to 1e-5
+relative (1e-7 absolute) over the smoke runs (20 to 40 steps, float32). Training
+amplifies rounding differences over many steps (``benchmarks/bench_collect.py``
+prints the largest difference over its longer runs), so equality is a short-horizon
+property; the same seed trained twice the same way is bitwise identical on CPU.
 
 Architectures that cannot be vmapped (batch norm in training mode, dropout, any
 operation ``vmap`` rejects) fall back to sequential training automatically, with a
