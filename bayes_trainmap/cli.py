@@ -75,7 +75,9 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--val-fraction", type=float, default=0.2, help="share of runs held out (default: %(default)s)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--mode", choices=("mle", "map", "svi"), default="mle", help="inference mode (default: %(default)s)")
+    model.add_argument(
+        "--mode", choices=("mle", "map", "svi"), default="mle", help="inference mode (default: %(default)s)"
+    )
     model.add_argument(
         "--states",
         default="auto",

@@ -347,7 +347,9 @@ def fit(
         feature_names=model_features,
     )
     normalization = {"method": "zscore_per_run", "window": int(window), "ddof": 0}
-    params = dataclasses.replace(selection.best_model.params_, feature_names=model_features, normalization=normalization)
+    params = dataclasses.replace(
+        selection.best_model.params_, feature_names=model_features, normalization=normalization
+    )
 
     bayesian = None
     if posterior is not None:
@@ -572,7 +574,12 @@ def _summarise(result: FitResult) -> dict[str, Any]:
         "run_ids": list(result.run_ids),
         "curve": curve.to_dict(orient="records"),
         "occupancy": [
-            {"state": s, "fraction": float(counts[s] / counts.sum()), "n_checkpoints": int(counts[s]), "n_runs": int(visits[s])}
+            {
+                "state": s,
+                "fraction": float(counts[s] / counts.sum()),
+                "n_checkpoints": int(counts[s]),
+                "n_runs": int(visits[s]),
+            }
             for s in range(k)
         ],
         "runs": runs,
@@ -604,7 +611,8 @@ def render_summary(summary: dict[str, Any], max_runs: int = 12) -> str:
     ]
     if summary.get("dropped_features"):
         lines.append(f"Left out (constant in every run): {', '.join(summary['dropped_features'])}")
-    partly = {f: r for f, r in summary.get("constant_features", {}).items() if f not in summary.get("dropped_features", [])}
+    dropped = set(summary.get("dropped_features", []))
+    partly = {f: r for f, r in summary.get("constant_features", {}).items() if f not in dropped}
     if partly:
         lines.append(
             "Constant in some runs (z-scored to 0 there): "

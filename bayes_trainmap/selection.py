@@ -97,8 +97,9 @@ def check_supported(n_states: int, n_checkpoints: int, n_features: int, covarian
 
 def max_supported_states(n_checkpoints: int, n_features: int, covariance_type: str = "full") -> int:
     """Largest K that :func:`check_supported` accepts (0 if none)."""
+    n_values = n_checkpoints * n_features
     k = 0
-    while k + 1 <= n_checkpoints and n_free_parameters(k + 1, n_features, covariance_type) <= n_checkpoints * n_features:
+    while k + 1 <= n_checkpoints and n_free_parameters(k + 1, n_features, covariance_type) <= n_values:
         k += 1
     return k
 
@@ -347,5 +348,7 @@ def _reemit(caught: list[warnings.WarningMessage], n_states: int, restart: int) 
         else:
             warnings.warn_explicit(message.message, message.category, message.filename, message.lineno)
     if empty:
-        logger.info("K=%d restart=%d: %d empty-state event(s), states re-seeded by the engine", n_states, restart, empty)
+        logger.info(
+            "K=%d restart=%d: %d empty-state event(s), states re-seeded by the engine", n_states, restart, empty
+        )
     return empty

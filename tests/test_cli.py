@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bayes_trainmap import cli, data
-from bayes_trainmap.data import TrajectorySet, save_trajectories
+from bayes_trainmap.data import save_trajectories
 
 FAST = ["--states", "1-3", "--restarts", "1"]
 
@@ -46,7 +46,9 @@ def test_default_out_dir_and_demo_data(capsys, tmp_path, monkeypatch, planted_se
     save_trajectories(planted_set, demo_root / "sparse_parities")
     monkeypatch.setattr(data, "DEMO_DATA_DIR", demo_root)
     monkeypatch.chdir(tmp_path)
-    status, stdout, _ = _run(capsys, "fit", "--mode", "mle", "--states", "3", "--restarts", "1", "--quiet", "--no-report")
+    status, stdout, _ = _run(
+        capsys, "fit", "--mode", "mle", "--states", "3", "--restarts", "1", "--quiet", "--no-report"
+    )
     assert status == 0 and stdout == ""
     fit_dir = tmp_path / "fits" / "sparse_parities-mle"
     assert json.loads((fit_dir / "summary.json").read_text())["n_states"] == 3
@@ -252,7 +254,9 @@ def test_mode_dispatch_reaches_the_bayesian_path_or_says_why(capsys, planted_dir
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "bayes_trainmap.posterior" else real_find_spec(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bayes_trainmap.posterior" else real_find_spec(name, *a),
     )
     status, stdout, stderr = _run(capsys, "fit", "--mode", "svi", "--data", planted_dir, "--out", tmp_path / "fit")
     _assert_one_line_error(status, stdout, stderr, "mode 'svi' needs the Bayesian path")

@@ -114,7 +114,8 @@ def test_restart_seeds_are_reproducible(planted_arrays, capsys):
 def test_too_many_states_for_the_data():
     rng = np.random.default_rng(0)
     X_train, X_val = rng.normal(size=(20, 3)), rng.normal(size=(10, 3))
-    with pytest.raises(ModelSelectionError, match=r"K=7 states: the training runs have 20 checkpoints x 3 features = 60 values.*111 free parameters"):
+    expected = r"K=7 states: the training runs have 20 checkpoints x 3 features = 60 values.*111 free parameters"
+    with pytest.raises(ModelSelectionError, match=expected):
         select_n_states(X_train, [10, 10], X_val, [10], states=[1, 7], progress=False)
     # p(K) = (K-1) + K(K-1) + 3K + 6K: p(4) = 51 <= 60 values < p(5) = 69
     assert max_supported_states(20, 3, "full") == 4
