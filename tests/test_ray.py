@@ -162,12 +162,14 @@ def test_closing_the_iterator_early_cancels_pending_tasks(ray_cluster, tmp_path)
     assert 1 <= started < n_items  # the queued tasks never started
 
 
-def test_parallelism_counts_the_tasks_the_cluster_can_hold(ray_cluster):
+def test_parallelism_counts_the_tasks_the_cluster_can_hold(ray_cluster, caplog):
     assert RayExecutor(num_cpus_per_task=1).parallelism() == 2
     assert RayExecutor(num_cpus_per_task=2).parallelism() == 1
     assert RayExecutor(num_cpus_per_task=0.5).parallelism() == 4
-    # No GPU here: a GPU task cannot run now, but the answer stays >= 1.
-    assert RayExecutor(num_gpus_per_task=1).parallelism() == 1
+    # No GPU here: a GPU task cannot run now (said in a warning), but the answer stays >= 1.
+    with caplog.at_level("WARNING", logger="bayes_trainmap.executors.ray_cluster"):
+        assert RayExecutor(num_gpus_per_task=1).parallelism() == 1
+    assert "each task asks for 1 GPU but the Ray cluster has 0" in caplog.text
     assert LocalExecutor().parallelism() == 1
 
 

@@ -108,12 +108,15 @@ class RayExecutor:
         self.init_options = dict(init_options or {})
         self._ray = import_ray()
         self._started_ray = False
+        self._checked_resources = False
 
     # -- lifecycle -------------------------------------------------------------------
 
     def _ensure_connected(self) -> None:
         ray = self._ray
         if ray.is_initialized():
+            if not self._checked_resources:
+                self._warn_if_unschedulable()
             return
         options = {"log_to_driver": True, **self.init_options}
         if self.runtime_env is not None:
@@ -131,6 +134,7 @@ class RayExecutor:
     def _warn_if_unschedulable(self) -> None:
         # An infeasible request makes Ray queue tasks forever; say so up front. Not an
         # error: an autoscaling cluster may still add a node that satisfies it.
+        self._checked_resources = True
         resources = self._ray.cluster_resources()
         for label, key, wanted in (
             ("CPU", "CPU", self.num_cpus_per_task),
