@@ -597,7 +597,7 @@ def render_markdown(report: dict) -> str:
     """``report.md`` text (figures linked from ``figures/``)."""
     t = _tables(report)
     fig = report["figures"]
-    out = [f"# Training map report", "", _headline(report), ""]
+    out = ["# Training map report", "", _headline(report), ""]
     for w in report["warnings"]:
         out += [f"> **Warning:** {w}", ""]
     out += ["## Summary (paper Table 1 row)", "", _md_table(*t["table1"]), ""]

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 from bayes_trainmap.errors import BayesTrainmapError
 from bayes_trainmap.schema import RUN_COLUMN, SEED_COLUMN, STATISTIC_NAMES, STEP_COLUMN
@@ -254,7 +255,7 @@ def simulate_training_runs(
     frames, paths, lengths, conv_steps, took = [], [], [], [], []
     width = max(3, len(str(n_runs - 1)))
     run_ids = [f"run_{i:0{width}d}" for i in range(n_runs)]
-    for i, run_id in enumerate(run_ids):
+    for _ in run_ids:
         takes_detour = bool(detour and rng.random() < detour_prob)
         sequence = list(range(n_path - 1))
         if takes_detour:
@@ -277,10 +278,10 @@ def simulate_training_runs(
         path = path.astype(np.int64)
 
         target = latent_means[path]
-        mean_track = np.empty_like(target)
-        mean_track[0] = target[0]
-        for t in range(1, length):
-            mean_track[t] = mean_track[t - 1] + smoothing * (target[t] - mean_track[t - 1])
+        # m_t = m_{t-1} + smoothing * (target_t - m_{t-1}), m_0 = target_0, as a linear filter.
+        mean_track, _ = lfilter(
+            [smoothing], [1.0, smoothing - 1.0], target, axis=0, zi=((1.0 - smoothing) * target[:1])
+        )
         latent = mean_track + rng.normal(0.0, noise, size=target.shape)
         raw = offsets + scales * latent
 
@@ -291,14 +292,7 @@ def simulate_training_runs(
         eval_loss = -np.log(np.clip(accuracy, 1e-3, 1.0)) + np.abs(rng.normal(0.0, 0.01, length))
         train_loss = 0.8 * eval_loss + np.abs(rng.normal(0.0, 0.01, length))
         steps = np.arange(length, dtype=np.int64) * step_interval
-        frame = pd.DataFrame(raw, columns=features)
-        frame.insert(0, STEP_COLUMN, steps)
-        frame.insert(0, SEED_COLUMN, i)
-        frame.insert(0, RUN_COLUMN, run_id)
-        frame["eval_accuracy"] = accuracy
-        frame["eval_loss"] = eval_loss
-        frame["train_loss"] = train_loss
-        frames.append(frame)
+        frames.append((raw, steps, accuracy, eval_loss, train_loss))
         paths.append(path)
         lengths.append(length)
         conv_steps.append(np.nan if conv_index is None else float(steps[conv_index]))
@@ -348,10 +342,20 @@ def simulate_training_runs(
         "feature_scales": scales,
         "metadata": {"task": "simulated", "detour": detour, "threshold": threshold},
     }
+    lengths_arr = np.asarray(lengths, dtype=np.int64)
+    columns = {
+        RUN_COLUMN: np.repeat(np.asarray(run_ids, dtype=object), lengths_arr),
+        SEED_COLUMN: np.repeat(np.arange(n_runs, dtype=np.int64), lengths_arr),
+        STEP_COLUMN: np.concatenate([f[1] for f in frames]),
+    }
+    raw_all = np.concatenate([f[0] for f in frames])
+    columns.update({name: raw_all[:, j] for j, name in enumerate(features)})
+    for offset, name in ((2, "eval_accuracy"), (3, "eval_loss"), (4, "train_loss")):
+        columns[name] = np.concatenate([f[offset] for f in frames])
     return SimulatedTrajectories(
-        frame=pd.concat(frames, ignore_index=True),
+        frame=pd.DataFrame(columns),
         true_paths=np.concatenate(paths),
-        lengths=np.asarray(lengths, dtype=np.int64),
+        lengths=lengths_arr,
         run_ids=run_ids,
         detour_states=[detour_state] if detour else [],
         convergence_steps=np.asarray(conv_steps, dtype=float),

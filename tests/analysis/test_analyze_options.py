@@ -16,7 +16,7 @@ def case():
     """Planted runs decoded with the planted paths and moment-matched parameters (no EM needed)."""
     sim = simulate_training_runs(16, n_checkpoints=150, path_dwell=(20, 25, 20), delay=30, random_state=2)
     Z, _ = zscore_per_run(sim.feature_matrix(), sim.lengths)
-    k, d = sim.n_states, Z.shape[1]
+    k = sim.n_states
     paths = sim.true_paths
     params = HMMParams(
         start_prob=np.full(k, 1 / k),

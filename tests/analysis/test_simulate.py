@@ -52,3 +52,21 @@ def test_exact_hmm_samples_option_and_errors():
         simulate_training_runs(5, n_features=15)
     with pytest.raises(ValueError, match="too short"):
         simulate_training_runs(5, n_checkpoints=50)
+
+
+def test_smooth_drift_is_the_planted_relaxation():
+    # Noise-free features follow m_t = m_{t-1} + a (mu_{s_t} - m_{t-1}) from m_0 = mu_{s_0}, per run.
+    a = 0.3
+    sim = simulate_training_runs(3, noise=0.0, smoothing=a, random_state=5)
+    p = sim.planted
+    latent = (sim.feature_matrix() - p["feature_offsets"]) / p["feature_scales"]
+    start = 0
+    for length in sim.lengths:
+        target = p["latent_means"][sim.true_paths[start : start + length]]
+        m = target[0].copy()
+        expected = [m.copy()]
+        for t in range(1, length):
+            m = m + a * (target[t] - m)
+            expected.append(m.copy())
+        np.testing.assert_allclose(latent[start : start + length], np.array(expected), atol=1e-9)
+        start += length
