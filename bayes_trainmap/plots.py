@@ -239,7 +239,7 @@ def plot_training_map(
     n_layers = len({x for x, _ in all_points}) or 1
     max_layer = max([sum(1 for p in all_points if p[0] == x) for x, _ in all_points], default=1)
     if ax is None:
-        _, ax = new_axes(figsize=(min(1.6 + 2.7 * n_layers, 24), 2.2 + 1.7 * max_layer))
+        _, ax = new_axes(figsize=(min(1.4 + 2.6 * n_layers, 24), 2.1 + 1.6 * max_layer))
     xs = [p[0] for p in all_points] or [0.0]
     ys = [p[1] for p in all_points] or [0.0]
     ax.set_xlim(min(xs) - 0.45, max(xs) + 0.45)
@@ -361,13 +361,16 @@ def plot_training_map(
             if p_exists:
                 text += f"\nP(edge)={p_exists.get(key, float('nan')):.2f}"
             x, y = label_at[key]
+            (xa, ya), (xb, yb) = pos[key[0]], pos[key[1]]
+            # Straight horizontal edges: label above the line so the arrow stays visible.
+            above = ya == yb and key not in layout.routes and label_at[key] == ((xa + xb) / 2, ya)
             edge_labels[key] = ax.text(
                 x,
-                y,
+                y + (0.05 if above else 0.0),
                 text,
                 fontsize=8,
                 ha="center",
-                va="center",
+                va="bottom" if above else "center",
                 bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.7", "alpha": 0.92},
                 zorder=5,
             )
@@ -494,8 +497,9 @@ def plot_state_timeline(decoded: pd.DataFrame, convergence: pd.Series, n_states:
         xs, ys = zip(*finite)
         markers = ax.scatter(xs, ys, marker="|", s=60, color="black", linewidths=1.5, zorder=3, label="convergence")
     ax.set_ylim(len(order) - 0.5, -0.5)
-    ax.set_yticks(range(len(order)))
-    ax.set_yticklabels(order, fontsize=6 if len(order) > 20 else 8)
+    every = max(1, int(np.ceil(len(order) / 60)))  # at most ~60 run names
+    ax.set_yticks(range(0, len(order), every))
+    ax.set_yticklabels(order[::every], fontsize=6 if len(order) > 20 else 8)
     ax.set_xlabel("step")
     ax.set_title("Viterbi states per run (sorted by convergence step)", fontsize=10)
     from matplotlib.patches import Patch

@@ -88,6 +88,11 @@ REPORT_FORMAT = "bayes_trainmap.report"
 REPORT_VERSION = 1
 ANALYSIS_FILE = "analysis.json"
 NO_EDGES = "No transitions: every run stays in a single state."
+STATES_NOTE = (
+    "Occupancy: share of all checkpoints decoded as the state; runs: runs whose Viterbi path visits it; "
+    "top features: largest mean |d log p(s_t = k | z_1:t) / d z_t| over the checkpoints decoded as k "
+    "(appendix A); coefficient: the convergence regression below."
+)
 FIGURE_NAMES = (
     "training_map",
     "regression_coefficients",
@@ -612,7 +617,7 @@ def render_markdown(report: dict) -> str:
     ]
     if "training_map" in fig:
         out += [f"![Training map]({fig['training_map']['png']})", ""]
-    out += ["### States", "", _md_table(*t["states"]), "", "### Edges", ""]
+    out += ["### States", "", STATES_NOTE, "", _md_table(*t["states"]), "", "### Edges", ""]
     out += [_md_table(*t["edges"]) if t["edges"][1] else NO_EDGES, ""]
     out += ["## Convergence and detour states", "", _regression_sentence(report), "", _md_table(*t["regression"]), ""]
     for name, title in (
@@ -717,6 +722,7 @@ def render_html(report: dict, fit_dir) -> str:
             "convergence step of those runs.",
         ),
         "<h3>States</h3>",
+        f'<p class="note">{e(STATES_NOTE)}</p>',
         _html_table(*t["states"], text_cols=(4, 5), detour_col=8),
         "<h3>Edges</h3>",
         _html_table(*t["edges"], text_cols=(0, 4)) if t["edges"][1] else f"<p>{e(NO_EDGES)}</p>",
