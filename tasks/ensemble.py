@@ -148,6 +148,13 @@ class EnsembleTrainer:
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.skeleton = copy.deepcopy(models[0]).to("meta").train()
         self.optimizer = FunctionalOptimizer(task.optimizer(), self.params)
+        self._tensor_names = (*self.params, *self.buffers)
+        self._vmapped: dict = {}
+        # functional_call's search for tied weights costs a pass over the module per call; skip it
+        # when the architecture shares no tensor between two names
+        all_names = [n for n, _ in models[0].named_parameters(remove_duplicate=False)]
+        all_names += [n for n, _ in models[0].named_buffers(remove_duplicate=False)]
+        self._tied = len(all_names) != len(self._tensor_names)
         self.transforms = task_transforms_batches(task)
         self.generators = [torch.Generator().manual_seed(derive_seed(s, "transform")) for s in seeds]
         self.per_seed_data = len(data) > 1
@@ -169,18 +176,26 @@ class EnsembleTrainer:
         self._member_offset = torch.arange(self.n_members, device=device).unsqueeze(1) * n_train
 
     # -- one member's computation, vmapped over the seed dimension ------------------------
-    def _forward(self, params, buffers, x):
-        return functional_call(self.skeleton, (params, buffers), (x,))
+    def _forward(self, tensors: tuple[torch.Tensor, ...], x):
+        # parameters and buffers travel as one flat tuple: cheaper for vmap to flatten than dicts
+        return functional_call(self.skeleton, dict(zip(self._tensor_names, tensors)), (x,),
+                               tie_weights=self._tied)
+
+    def _vmapped_forward(self, x_dim):
+        if x_dim not in self._vmapped:
+            self._vmapped[x_dim] = vmap(self._forward, in_dims=(0, x_dim), randomness="error")
+        return self._vmapped[x_dim]
 
     def _batched_metrics(self, x, y, x_dim, with_correct: bool = True):
         """Per-seed ``(loss_sum, n_correct, n_counted)``, each (S,); ``x_dim`` 0 (per seed) or None (shared)."""
-        outputs = vmap(self._forward, in_dims=(0, 0, x_dim), randomness="error")(self.params, self.buffers, x)
+        tensors = (*self.params.values(), *self.buffers.values())
+        outputs = self._vmapped_forward(x_dim)(tensors, x)
         if self.default_metrics:
             return _cross_entropy_per_member(outputs, y if x_dim == 0 else y.expand(self.n_members, *y.shape),
                                              with_correct)
         return vmap(self.task.metrics, in_dims=(0, x_dim))(outputs, y)
 
-    def _gather(self, indices: torch.Tensor):
+    def _gather(self, indices: torch.Tensor, generators: list[torch.Generator] | None = None):
         idx = indices.to(self.device)
         if self.per_seed_data:
             flat = (idx + self._member_offset).reshape(-1)
@@ -189,7 +204,8 @@ class EnsembleTrainer:
         else:
             x, y = self.train_x[idx], self.train_y[idx]
         if self.transforms:
-            pairs = [self.task.transform_batch(x[i], y[i], g) for i, g in enumerate(self.generators)]
+            generators = self.generators if generators is None else generators
+            pairs = [self.task.transform_batch(x[i], y[i], g) for i, g in enumerate(generators)]
             x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         return x, y
 
@@ -242,7 +258,8 @@ class EnsembleTrainer:
         """One forward/backward pass without an update; raises if the model cannot be vmapped."""
         n = min(self.task.config["batch_size"], self.train_x.shape[1 if self.per_seed_data else 0])
         indices = torch.arange(n).expand(self.n_members, n)
-        x, y = self._gather(indices)
+        # throwaway generators: the probe must not consume the runs' transform randomness
+        x, y = self._gather(indices, [torch.Generator().manual_seed(0) for _ in range(self.n_members)])
         loss_sum, _, count = self._batched_metrics(x, y, 0)
         torch.autograd.grad((loss_sum / count).sum(), list(self.params.values()))
 

@@ -46,8 +46,10 @@ def test_ensemble_equals_sequential_adamw_shared_data():
         assert_runs_close(run, train_sequential(task, seed, device="cpu"))
 
 
-def test_ensemble_equals_sequential_with_a_task_defined_loss():
-    task = get_task("toy_custom_metrics")
+@pytest.mark.parametrize("name", ["toy_custom_metrics", "toy_augmented"])
+def test_ensemble_equals_sequential_with_task_hooks(name):
+    # a task-defined loss is vmapped; a batch transform draws from each seed's own generator
+    task = get_task(name)
     ensemble = train_ensemble(task, [0, 1], device="cpu")
     assert {r.trainer for r in ensemble} == {"ensemble"}
     for seed, run in zip([0, 1], ensemble):

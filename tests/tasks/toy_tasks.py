@@ -85,3 +85,18 @@ class CustomMetricsToyTask(_ToyBase):
         loss_sum = (outputs - one_hot).square().sum()
         correct = (outputs.argmax(-1) == targets).sum().to(outputs.dtype)
         return loss_sum, correct, torch.tensor(float(len(targets)), dtype=outputs.dtype)
+
+
+@register_task
+class AugmentedToyTask(_ToyBase):
+    """Random input noise per training batch, drawn from the loop's per-seed generator."""
+
+    name = "toy_augmented"
+
+    def build_model(self) -> nn.Module:
+        return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+
+    def transform_batch(self, inputs, targets, generator):
+        if generator is None:
+            return inputs, targets
+        return inputs + 0.5 * torch.randn(inputs.shape, generator=generator), targets
