@@ -132,6 +132,7 @@ def trajectory_from_hf_checkpoints(
     seed: int = 0,
     split_heads: bool = True,
     outcome_fn: Callable[[torch.nn.Module, int], Mapping[str, float]] | None = None,
+    auto_class: str = "AutoModel",
     device: str | torch.device = "cpu",
     progress: bool = False,
     out: str | os.PathLike | None = None,
@@ -155,7 +156,11 @@ def trajectory_from_hf_checkpoints(
     split_heads : bool
         Attention projections one matrix per head (default) or packed.
     outcome_fn : callable(model, step) -> mapping of str to float, optional
-        Extra columns per checkpoint, e.g. a masked-LM loss on held-out text.
+        Extra columns per checkpoint, e.g. a masked-LM loss on held-out text
+        (load with ``auto_class="AutoModelForMaskedLM"`` for that).
+    auto_class : str
+        The ``transformers`` auto class that loads each checkpoint (default
+        ``"AutoModel"``: the encoder without heads, which is all the statistics use).
     device : str or torch.device
         Where each model is loaded and its statistics computed.
     progress : bool
@@ -167,7 +172,7 @@ def trajectory_from_hf_checkpoints(
         JSON-serialisable metadata stored with the written run (with the
         checkpoints' names and the selection rule added).
     **from_pretrained_kwargs
-        Passed to ``transformers.AutoModel.from_pretrained`` (``revision``,
+        Passed to ``from_pretrained`` (``revision``,
         ``cache_dir``, ``local_files_only``, ...).
 
     Returns
@@ -194,6 +199,9 @@ def trajectory_from_hf_checkpoints(
     if len(set(steps)) != len(steps):
         raise TaskError(f"checkpoint steps must be distinct, got {sorted(steps)}")
     transformers = _transformers()
+    loader = getattr(transformers, auto_class, None)
+    if loader is None or not hasattr(loader, "from_pretrained"):
+        raise TaskError(f"auto_class {auto_class!r} is not a transformers auto class such as 'AutoModel'")
     order = sorted(range(len(steps)), key=steps.__getitem__)
     iterator = order
     if progress:
@@ -204,7 +212,7 @@ def trajectory_from_hf_checkpoints(
     for i in iterator:
         source = os.fspath(checkpoints[i])
         logger.info("loading checkpoint %s (step %d)", source, steps[i])
-        model = transformers.AutoModel.from_pretrained(source, **from_pretrained_kwargs).to(device)
+        model = loader.from_pretrained(source, **from_pretrained_kwargs).to(device)
         model.eval()
         state = model.state_dict()
         n_heads = int(model.config.num_attention_heads)

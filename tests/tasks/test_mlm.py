@@ -182,8 +182,12 @@ def test_hf_importer_on_tiny_local_bert(bert_checkpoints, tmp_path):
     loaded = load_trajectories(tmp_path)
     assert loaded.run_ids == ["multibert-4"] and loaded.steps().tolist() == [0, 10000, 20000]
     assert np.allclose(loaded.feature_matrix(list(STATISTIC_NAMES))[0], frame[list(STATISTIC_NAMES)].to_numpy())
-    explicit = trajectory_from_hf_checkpoints(paths[:2], steps=[5, 3], local_files_only=True)
+    # With the MLM head loaded, the encoder statistics are unchanged.
+    explicit = trajectory_from_hf_checkpoints(paths[:2], steps=[5, 3], local_files_only=True,
+                                              auto_class="AutoModelForMaskedLM")
     assert explicit["step"].tolist() == [3, 5]
+    assert np.allclose(explicit[list(STATISTIC_NAMES)].to_numpy(),
+                       frame.set_index("step").loc[[0, 20000], list(STATISTIC_NAMES)].to_numpy())
     with pytest.raises(TaskError, match="distinct"):
         trajectory_from_hf_checkpoints(paths[:2], steps=[1, 1])
 
