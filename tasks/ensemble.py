@@ -154,7 +154,9 @@ class EnsembleTrainer:
         # when the architecture shares no tensor between two names
         all_names = [n for n, _ in models[0].named_parameters(remove_duplicate=False)]
         all_names += [n for n, _ in models[0].named_buffers(remove_duplicate=False)]
-        self._tied = len(all_names) != len(self._tensor_names)
+        tied = len(all_names) != len(self._tensor_names)
+        self._slots = None if tied or _has_parametrizations(self.skeleton) else _tensor_slots(
+            self.skeleton, self._tensor_names)
         self.transforms = task_transforms_batches(task)
         self.generators = [torch.Generator().manual_seed(derive_seed(s, "transform")) for s in seeds]
         self.per_seed_data = len(data) > 1
@@ -178,8 +180,17 @@ class EnsembleTrainer:
     # -- one member's computation, vmapped over the seed dimension ------------------------
     def _forward(self, tensors: tuple[torch.Tensor, ...], x):
         # parameters and buffers travel as one flat tuple: cheaper for vmap to flatten than dicts
-        return functional_call(self.skeleton, dict(zip(self._tensor_names, tensors)), (x,),
-                               tie_weights=self._tied)
+        if self._slots is None:  # tied weights or parametrizations: the general machinery
+            return functional_call(self.skeleton, dict(zip(self._tensor_names, tensors)), (x,))
+        # what functional_call does for a plain module, without its per-call bookkeeping
+        # (a third of a small model's step): bind the tensors, run, restore the meta tensors
+        try:
+            for (store, key, _), tensor in zip(self._slots, tensors):
+                store[key] = tensor
+            return self.skeleton(x)
+        finally:
+            for store, key, original in self._slots:
+                store[key] = original
 
     def _vmapped_forward(self, x_dim):
         if x_dim not in self._vmapped:
@@ -262,6 +273,21 @@ class EnsembleTrainer:
         x, y = self._gather(indices, [torch.Generator().manual_seed(0) for _ in range(self.n_members)])
         loss_sum, _, count = self._batched_metrics(x, y, 0)
         torch.autograd.grad((loss_sum / count).sum(), list(self.params.values()))
+
+
+def _has_parametrizations(module: nn.Module) -> bool:
+    return any(hasattr(m, "parametrizations") for m in module.modules())
+
+
+def _tensor_slots(module: nn.Module, names: Sequence[str]) -> list[tuple[dict, str, torch.Tensor]]:
+    """``(owning dict, key, current tensor)`` of each named parameter/buffer of ``module``."""
+    slots = []
+    for name in names:
+        prefix, _, key = name.rpartition(".")
+        owner = module.get_submodule(prefix) if prefix else module
+        store = owner._parameters if key in owner._parameters else owner._buffers
+        slots.append((store, key, store[key]))
+    return slots
 
 
 def _cross_entropy_per_member(outputs: torch.Tensor, targets: torch.Tensor, with_correct: bool = True):
