@@ -504,14 +504,18 @@ def _run_analysis(result: FitResult, *, outcome: str, threshold: float, states_r
 
 
 def _resolve_threshold(threshold: float | None, task: str | None, ts: TrajectorySet) -> float:
-    """An explicit threshold, else the preset of ``task``, else the preset of the task
-    named in the data's metadata (if it has one), else :data:`DEFAULT_THRESHOLD`."""
+    """An explicit threshold, else the preset of ``task``, else the threshold recorded
+    in the data's metadata (``collect`` writes one), else the preset of the task named
+    there, else :data:`DEFAULT_THRESHOLD`."""
     from bayes_trainmap.convergence import TASK_THRESHOLDS, threshold_for_task
 
     if threshold is not None:
         return float(threshold)
     if task is not None:
         return threshold_for_task(task)
+    recorded_threshold = ts.metadata.get("threshold")
+    if isinstance(recorded_threshold, (int, float)) and not isinstance(recorded_threshold, bool):
+        return float(recorded_threshold)
     recorded = str(ts.metadata.get("task") or "").replace("-", "_").lower()
     variant = str(ts.metadata.get("variant") or "").replace("-", "_").lower()
     for key in (f"{recorded}_{variant}", recorded):

@@ -150,6 +150,9 @@ def test_threshold_resolution(planted_set):
     assert resolve(None, None, planted_set) == pipeline.DEFAULT_THRESHOLD  # task "planted" has no preset
     cifar = TrajectorySet(planted_set.frame, {"task": "cifar100", "variant": "destabilized"})
     assert resolve(None, None, cifar) == 0.4
+    recorded = TrajectorySet(planted_set.frame, {"task": "cifar100", "threshold": 0.55})
+    assert resolve(None, None, recorded) == 0.55
+    assert resolve(None, "mnist", recorded) == 0.97
 
 
 def test_analysis_runs_and_is_written(planted_set, tmp_path):
