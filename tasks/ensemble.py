@@ -1,8 +1,10 @@
 """Seed ensembles: S seeds of one task trained together with ``torch.func``.
 
 The S models' parameters are stacked along a leading seed dimension
-(``torch.func.stack_module_state``); the forward pass is ``vmap`` over
-``functional_call`` of one stateless copy of the architecture, so each seed sees its
+(``torch.func.stack_module_state``); the forward pass is ``vmap`` over a functional
+call of one stateless (meta-device) copy of the architecture -- ``functional_call``
+itself for modules with tied or parametrized weights, a direct binding of the tensors
+(the same thing with less per-call bookkeeping) otherwise -- so each seed sees its
 own initialisation, its own minibatch (its own data order) and, for tasks whose data
 depends on the seed, its own data set. Because the seeds' losses are independent,
 the gradient of their *sum* with respect to the stacked parameters is exactly the
@@ -150,8 +152,7 @@ class EnsembleTrainer:
         self.optimizer = FunctionalOptimizer(task.optimizer(), self.params)
         self._tensor_names = (*self.params, *self.buffers)
         self._vmapped: dict = {}
-        # functional_call's search for tied weights costs a pass over the module per call; skip it
-        # when the architecture shares no tensor between two names
+        # binding tensors directly (see _forward) needs one name per tensor and no parametrizations
         all_names = [n for n, _ in models[0].named_parameters(remove_duplicate=False)]
         all_names += [n for n, _ in models[0].named_buffers(remove_duplicate=False)]
         tied = len(all_names) != len(self._tensor_names)
@@ -258,8 +259,9 @@ class EnsembleTrainer:
                     x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
                 elif self.transforms:
                     x, y = self.task.transform_batch(x, y, None)
-                l, c, k = self._batched_metrics(x, y, x_dim)
-                loss, correct, count = loss + l.double(), correct + c.double(), count + k.double()
+                batch_loss, batch_correct, batch_count = self._batched_metrics(x, y, x_dim)
+                loss = loss + batch_loss.double()
+                correct, count = correct + batch_correct.double(), count + batch_count.double()
             out[f"{split}_loss"] = loss / count
             out[f"{split}_accuracy"] = correct / count
         self.skeleton.train()

@@ -298,8 +298,9 @@ class ModuleTrainer:
                 x, y = inputs[start : start + self.eval_batch], targets[start : start + self.eval_batch]
                 if self.transforms:
                     x, y = self.task.transform_batch(x, y, None)
-                l, c, n = self.task.metrics(self.model(x), y)
-                loss, correct, count = loss + l.double(), correct + c.double(), count + n.double()
+                batch_loss, batch_correct, batch_count = self.task.metrics(self.model(x), y)
+                loss = loss + batch_loss.double()
+                correct, count = correct + batch_correct.double(), count + batch_count.double()
             out[f"{split}_loss"] = (loss / count).reshape(1)
             out[f"{split}_accuracy"] = (correct / count).reshape(1)
         self.model.train()

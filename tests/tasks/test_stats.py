@@ -75,7 +75,7 @@ def test_mlp_matches_numpy_and_excludes_embedding_and_norm():
         1,
     )
     lin = [model[1], model[3], model[5]]
-    expected = numpy_oracle([np_(l.weight) for l in lin], [np_(lin[0].bias), np_(lin[1].bias)])
+    expected = numpy_oracle([np_(layer.weight) for layer in lin], [np_(lin[0].bias), np_(lin[1].bias)])
     assert_matches(weight_statistics(model), expected)
     # a bare state dict through the name-based rule gives the same numbers
     sd = {f"layers.{k}" if not k.startswith("0.") else f"embed.{k[2:]}": v for k, v in model.state_dict().items()}

@@ -40,7 +40,8 @@ def test_collect_sequential_with_overrides(tmp_path, capsys):
         (["--task", "sparse_parities", "--seeds", "a"], "malformed seed range"),
         (["--task", "sparse_parities", "--set", "lr"], "KEY=VALUE"),
         (["--task", "sparse_parities", "--set", "colour=3"], "unknown config keys"),
-        (["--task", "sparse_parities", "--data-root", "/x"], "unknown config keys for task 'sparse_parities': data_root"),
+        (["--task", "sparse_parities", "--data-root", "/x"],
+         "unknown config keys for task 'sparse_parities': data_root"),
         (["--task", "sparse_parities", "--device", "cuda:9x"], "device"),
     ],
 )
