@@ -193,3 +193,15 @@ def test_bayesian_mode_is_dispatched_and_its_posterior_written(planted_set, tmp_
     out = pipeline.write_fit_dir(result, tmp_path / "fit")
     assert (out / "posterior.nc").is_file()
     assert json.loads((out / "analysis.json").read_text())["uncertainty"] is not None
+
+
+def test_shipped_demo_data_fits_end_to_end(tmp_path):
+    from bayes_trainmap.data import demo_trajectories
+
+    ts = demo_trajectories("default")
+    result = pipeline.fit(ts, states=3, restarts=1, progress=False)
+    assert result.n_states == 3 and len(result.run_ids) == ts.n_runs
+    assert result.config["threshold"] == ts.metadata.get("threshold", pipeline.DEFAULT_THRESHOLD)
+    assert result.analysis is not None
+    out = pipeline.write_fit_dir(result, tmp_path / "demo")
+    assert load_fit_dir(out).summary["n_runs"] == ts.n_runs
