@@ -11,7 +11,10 @@ Layout (all files written together; the directory appears atomically)::
       decoded.parquet       run, step, split, state (Viterbi)
       zscore.json           z-scoring window, per-run means/stds, constant features
       summary.json          chosen K, BIC curve, occupancy, per-run state paths, ...
-      figures/              PNG figures
+      analysis.json         training map, convergence, detour regression, ... (when analysed)
+      report.{md,html,json} the report (unless --no-report)
+      posterior.nc          posterior draws, ArviZ netCDF (--mode svi)
+      figures/              PNG and SVG figures
 
 The directory is first written as a hidden sibling ``.<name>.tmp-XXXX`` and renamed
 into place, so a failed fit never leaves a half-written directory behind. An
