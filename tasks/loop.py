@@ -16,7 +16,8 @@ step, the loop records the 14 weight statistics and the outcomes ``eval_accuracy
 ``train_eval_examples`` training examples, all by default, in evaluation mode).
 A run whose weights or recorded values stop being finite is *diverged*: its rows up to
 the last finite checkpoint are kept, ``RunResult.diverged_step`` says where it broke,
-and training of that run stops.
+and its recording stops (a sequential run stops training; an ensemble member keeps
+being stepped with the others, which its NaNs cannot reach, until all have finished).
 
 The same driver (:func:`drive`) runs one seed with an ``nn.Module`` and
 ``torch.optim`` (:class:`ModuleTrainer`, here) or many seeds at once with
