@@ -125,6 +125,8 @@ def test_diverged_seed_is_flagged_and_others_continue():
         assert np.isfinite(run.frame[VALUES].to_numpy()).all()
     assert not ensemble[1].diverged
     assert ensemble[1].frame["step"].tolist() == checkpoint_steps(12, 4)
+    # the diverged member's NaNs do not leak into the other seed's training
+    assert_runs_close(ensemble[1], train_sequential(task, 1, device="cpu"))
 
 
 def test_model_init_does_not_touch_global_rng():
