@@ -4,11 +4,13 @@ Trains seeds of the ``modular_addition`` task through the shared loop and prints
 per seed, the first step where training accuracy reaches 0.99 (memorisation), the
 first checkpoint where evaluation accuracy reaches the threshold (default 0.9,
 the paper's), whether it stays above ``threshold - 0.1`` afterwards, and the
-wall time. Example (the reduced setting measured for issue 7):
+wall time. Example (the reduced setting measured for issue 7: p = 23, 70% train
+split, full batch of 370, width 64, AdamW lr 3e-3, wd 1.0; on the shared 2-core CPU
+seeds 0-7 memorised by step 60 and crossed 0.9 eval accuracy at steps 320-820):
 
     OMP_NUM_THREADS=1 python scripts/modular_grokking_probe.py --seeds 8 --ensemble \\
-        --set p=23 --set train_fraction=0.6 --set d_model=64 --set d_head=16 \\
-        --set d_mlp=256 --set lr=0.003 --set batch_size=317 --set steps=2000 --set eval_every=20
+        --set p=23 --set train_fraction=0.7 --set d_model=64 --set d_head=16 \\
+        --set d_mlp=256 --set lr=0.003 --set batch_size=370 --set steps=1200 --set eval_every=10
 """
 
 from __future__ import annotations

@@ -91,6 +91,9 @@ def test_default_config_is_the_papers_and_variants_differ():
     # 18 matrices (4 heads x Q, K, V, O + MLP in/out), the same in both variants.
     assert sum(e.row_blocks * e.col_blocks for e in transformer_blocks_selection(plain).matrices) == 18
     assert transformer_blocks_selection(normed).names == transformer_blocks_selection(plain).names
+    reduced = get_task("modular_addition", variant="reduced")
+    assert reduced.config["batch_size"] == reduced.build_data(0).n_train  # full batch
+    assert not reduced.config["layer_norm"] and reduced.config["weight_decay"] == 1.0
     std = torch.cat([b.attention.query.weight.detach().flatten() for b in plain.blocks]).std()
     assert float(std) == pytest.approx(128**-0.5, rel=0.05)  # Nanda et al.'s N(0, 1/d_model)
 
