@@ -128,3 +128,18 @@ def test_smoke_training_on_the_fixture(cifar_root, variant):
     assert frame["step"].tolist() == [0, 4, 8]
     assert frame["train_loss"].iloc[-1] < frame["train_loss"].iloc[0]
     assert np.isfinite(frame.drop(columns=["run"]).to_numpy(dtype=float)).all()
+
+
+def test_destabilised_network_trains_as_an_ensemble_and_batch_norm_falls_back(cifar_root):
+    from tasks.ensemble import train_ensemble
+
+    root, checksums = cifar_root
+    settings = dict(size="smoke", data_root=str(root), checksums=checksums, steps=4, eval_every=2)
+    plain = get_task("cifar100", variant="destabilized", **settings)
+    ensemble = train_ensemble(plain, [0, 1], device="cpu")
+    assert [r.trainer for r in ensemble] == ["ensemble", "ensemble"]
+    alone = train_sequential(plain, 1, device="cpu").frame
+    cols = ["l2", "spectral", "train_loss"]
+    np.testing.assert_allclose(ensemble[1].frame[cols].to_numpy(), alone[cols].to_numpy(), rtol=1e-4)
+    with_bn = train_ensemble(get_task("cifar100", **settings), [0, 1], device="cpu")
+    assert [r.trainer for r in with_bn] == ["sequential", "sequential"]

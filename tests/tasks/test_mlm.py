@@ -202,3 +202,14 @@ def test_hf_importer_names_the_extra_when_transformers_is_missing(monkeypatch, t
 def test_selection_rejects_non_bert_state_dicts():
     with pytest.raises(TaskError, match="encoder"):
         bert_encoder_selection({"fc.weight": torch.zeros(2, 2)}, n_heads=1)
+
+
+def test_mlm_trains_as_a_vmapped_ensemble_like_sequential():
+    from tasks.ensemble import train_ensemble
+
+    task = get_task("mlm", size="smoke", steps=20)
+    ensemble = train_ensemble(task, [0, 1], device="cpu")
+    assert [r.trainer for r in ensemble] == ["ensemble", "ensemble"]
+    alone = train_sequential(task, 1, device="cpu").frame
+    cols = ["l2", "spectral", "mean_b", "train_loss", "eval_accuracy"]
+    np.testing.assert_allclose(ensemble[1].frame[cols].to_numpy(), alone[cols].to_numpy(), rtol=1e-4, atol=1e-6)
