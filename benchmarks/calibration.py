@@ -14,9 +14,10 @@ affine map, so the true HMM parameters are known exactly):
 
 Targets and their truths:
 
-* transition probabilities -- the planted entries that are not structurally zero
-  (a Dirichlet posterior cannot cover an exact 0; for those the script reports how
-  often the 95% upper bound is below 0.05 instead);
+* transition probabilities -- the planted entries strictly between 0 and 1 (an
+  interval of a posterior on the open simplex cannot contain an exact 0, or the 1 of
+  the absorbing converged state; for those the script reports how often the
+  interval lies within 0.05 of the boundary instead);
 * state means -- every state and feature;
 * detour (regression) coefficients -- the OLS coefficients of the same regression on
   the *planted* paths of the same runs (what the analysis would report if decoding
@@ -24,7 +25,7 @@ Targets and their truths:
 
 Usage::
 
-    python benchmarks/calibration.py --datasets 50 --guide lowrank
+    python benchmarks/calibration.py --datasets 50 --guide mvn --steps 700 --lr 0.03
     python benchmarks/calibration.py --quick          # 3 data sets, smoke run
 """
 
@@ -99,49 +100,56 @@ def run_one(seed: int, opts) -> dict:
     to_fit = np.empty(K, dtype=int)
     to_fit[cols] = rows  # planted state k is fitted state to_fit[k]
 
+    # Did the fit find the planted states at all (rather than another local optimum)?
+    mean_error = float(np.sqrt(cost[rows, cols]).max())
+
     def covered(samples, truth):
         lo, hi = np.nanquantile(samples, [0.05, 0.95], axis=0)
         return (lo <= truth) & (truth <= hi)
 
     trans = draws.trans_mat[:, to_fit][:, :, to_fit]
     true_trans = np.asarray(p["trans_mat"])
-    free = true_trans > 0
+    free = (true_trans > 0) & (true_trans < 1)  # interior of the simplex
     means = draws.means[:, to_fit]
     coef = draws.coefficients[:, to_fit]
     true_coef = oracle_coefficients(sim.true_paths, sim.lengths, sim.convergence_steps, K)
     coef_ok = np.isfinite(true_coef) & np.isfinite(coef).all(axis=0)
     detour = int(p["detour_state"])
-    upper = np.quantile(trans, 0.95, axis=0)
+    lower, upper = np.quantile(trans, [0.05, 0.95], axis=0)
+    # Boundary truths (exact 0, or 1 for the absorbing converged state) cannot lie
+    # inside an interval of a posterior on the open simplex; check they are hugged.
+    hugged = np.where(true_trans == 0, upper < 0.05, lower > 0.95)
     return {
         "seed": seed,
         "trans": covered(trans, true_trans)[free].tolist(),
-        "trans_zero_small": (upper[~free] < 0.05).tolist(),
+        "trans_boundary": hugged[~free].tolist(),
         "means": covered(means, p["latent_means"]).ravel().tolist(),
         "coef": covered(coef, true_coef)[coef_ok].tolist(),
         "coef_detour": bool(covered(coef, true_coef)[detour]) if coef_ok[detour] else None,
         "p_detour_planted": float(draws.detour[:, to_fit[detour]].mean()),
+        "max_mean_error": mean_error,
         "svi_steps": fit.n_steps,
         "converged": fit.converged,
         "ambiguous_rate": float(draws.ambiguous.mean()),
     }
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=50)
-    parser.add_argument("--guide", default="lowrank", choices=["normal", "lowrank", "mvn"])
+    parser.add_argument("--guide", default="mvn", choices=["normal", "lowrank", "mvn"])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--features", type=int, default=3)
     parser.add_argument("--draws", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="3 data sets")
     parser.add_argument("--json", help="write per-data-set results to this file")
     opts = parser.parse_args(argv)
     n = 3 if opts.quick else opts.datasets
-    results = []
+    results: list[dict] = []
     t0 = time.perf_counter()
     for i in range(n):
         results.append(run_one(opts.first_seed + i, opts))
@@ -154,26 +162,47 @@ def main(argv=None) -> dict:
             with open(opts.json, "w") as fh:
                 json.dump(results, fh)
 
+    report(results, opts)
+    return results
+
+
+#: Largest distance (latent units) between a fitted mean and its planted one for the
+#: fit to count as having found the planted states (states are ~2.6 apart).
+RECOVERED = 0.5
+
+
+def report(results: list[dict], opts) -> None:
+    """Print coverage over all data sets and over those whose fit found the planted states."""
+    _report(results, opts, "all data sets")
+    recovered = [r for r in results if r["max_mean_error"] < RECOVERED]
+    _report(recovered, opts, f"data sets whose fitted means all lie within {RECOVERED} of the planted ones")
+
+
+def _report(results, opts, label_set) -> None:
+    n = len(results)
+    if not n:
+        return
+
     def rate(key):
         values = [v for r in results for v in (r[key] if isinstance(r[key], list) else [r[key]])
                   if v is not None]
         return float(np.mean(values)), len(values)
 
-    summary = {key: rate(key) for key in ("trans", "means", "coef", "coef_detour", "trans_zero_small")}
-    print(f"\nguide={opts.guide}, {n} data sets (N={opts.runs} runs, T={opts.length}, "
+    summary = {key: rate(key) for key in ("trans", "means", "coef", "coef_detour", "trans_boundary")}
+    print(f"\nguide={opts.guide}, {label_set}: {n} (N={opts.runs} runs, T={opts.length}, "
           f"d={opts.features}, K=3), {opts.draws} draws, nominal 90% intervals:")
-    for key, label in [("trans", "transition probabilities (non-zero)"), ("means", "state means"),
+    for key, label in [("trans", "transition probabilities (in (0, 1))"), ("means", "state means"),
                        ("coef", "regression coefficients (all states)"),
                        ("coef_detour", "detour-state coefficient")]:
         cov, count = summary[key]
         print(f"  {label:40s} coverage {100 * cov:5.1f}%  ({count} intervals)")
-    cov, count = summary["trans_zero_small"]
-    print(f"  structural-zero transitions with 95% bound < 0.05: {100 * cov:.1f}% ({count})")
+    cov, count = summary["trans_boundary"]
+    print(f"  boundary transitions (true 0 or 1) whose interval hugs the boundary "
+          f"(within 0.05): {100 * cov:.1f}% ({count})")
     print(f"  mean P(detour) of the planted detour: "
           f"{np.mean([r['p_detour_planted'] for r in results]):.2f}; "
           f"mean ambiguous-alignment rate {np.mean([r['ambiguous_rate'] for r in results]):.3f}; "
           f"SVI converged in {sum(r['converged'] for r in results)}/{n}")
-    return summary
 
 
 if __name__ == "__main__":

@@ -23,7 +23,15 @@ not import).
 
 from __future__ import annotations
 
-from inference.bayes_fit import DEFAULT_GUIDE, GUIDES, BayesianFit, fit_map, fit_svi, resolve_device
+from inference.bayes_fit import (
+    DEFAULT_GUIDE,
+    GUIDES,
+    BayesianFit,
+    auto_guide,
+    fit_map,
+    fit_svi,
+    resolve_device,
+)
 from inference.bayes_likelihood import hmm_log_likelihood, pad_sequences, reference_log_likelihood
 from inference.bayes_model import (
     SITE_NAMES,
@@ -41,6 +49,7 @@ __all__ = [
     "GUIDES",
     "HMMPrior",
     "SITE_NAMES",
+    "auto_guide",
     "emission_log_prob",
     "enumerated_hmm_model",
     "fit_map",

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from inference.bayes_model import (
     HMMPrior,
     hmm_model,
+    n_unconstrained_parameters,
     params_from_sites,
     sites_from_params,
 )
@@ -47,18 +48,28 @@ __all__ = [
     "resolve_device",
     "GUIDES",
     "DEFAULT_GUIDE",
+    "MAX_FULL_RANK",
+    "auto_guide",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Variational families of :func:`fit_svi`. "auto" resolves to :data:`DEFAULT_GUIDE`.
+#: Variational families of :func:`fit_svi`; "auto" resolves by :func:`auto_guide`.
 GUIDES = ("auto", "normal", "lowrank", "mvn")
 
-#: The family "auto" picks, chosen by ``benchmarks/calibration.py`` (see README):
-#: mean-field ignores the strong posterior correlations between a state's mean, scale
-#: and its transition row; the low-rank-plus-diagonal family captures the leading ones
-#: at a cost linear in the number of parameters.
-DEFAULT_GUIDE = "lowrank"
+#: "auto" uses the full-rank Gaussian up to this many unconstrained parameters and the
+#: low-rank-plus-diagonal one above it. ``benchmarks/calibration.py`` (K=3, d=3: 35
+#: parameters) found the full-rank guide's posterior SDs of the state means equal to
+#: those of the oracle posterior given the true states; a full-rank guide for K=6,
+#: d=14 (749 parameters) would have ~281k scale parameters to fit.
+MAX_FULL_RANK = 300
+DEFAULT_GUIDE = "mvn"
+
+
+def auto_guide(n_states: int, n_features: int, covariance_type: str) -> str:
+    """The guide family "auto" picks for a model of this size."""
+    dim = n_unconstrained_parameters(n_states, n_features, covariance_type)
+    return DEFAULT_GUIDE if dim <= MAX_FULL_RANK else "lowrank"
 
 
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
@@ -173,7 +184,10 @@ def _optimise(model_args, guide, *, steps, lr, lr_decay, tol, window, progress, 
     converged = False
     with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
         for _ in range(steps):
-            loss = svi.step(*model_args)
+            # Argument validation costs ~10% of a step on small data; the model's
+            # values are valid by construction (constrained sites, tested densities).
+            with pyro.validation_enabled(False):
+                loss = svi.step(*model_args)
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f"{desc}: non-finite loss at step {len(history)}; lower lr (got {lr})"
@@ -369,7 +383,8 @@ def fit_svi(
     guide : {"auto", "normal", "lowrank", "mvn"}
         Mean-field normal (``AutoNormal``), low-rank plus diagonal
         (``AutoLowRankMultivariateNormal``) or full-rank (``AutoMultivariateNormal``)
-        Gaussian over the unconstrained parameters; "auto" = :data:`DEFAULT_GUIDE`.
+        Gaussian over the unconstrained parameters; "auto" = :func:`auto_guide`
+        (full-rank up to :data:`MAX_FULL_RANK` parameters, else low-rank).
     rank : int, optional
         Rank of the low-rank guide (Pyro's default ``sqrt(dim)`` when None).
     steps, lr, lr_decay, tol, window
@@ -382,8 +397,12 @@ def fit_svi(
     """
     if guide not in GUIDES:
         raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
-    guide_name = DEFAULT_GUIDE if guide == "auto" else guide
     Z, lengths, device = _prepare(Z, lengths, device)
+    guide_name = (
+        auto_guide(init_params.n_states, init_params.n_features, init_params.covariance_type)
+        if guide == "auto"
+        else guide
+    )
     prior = prior or HMMPrior()
     K, cov = init_params.n_states, init_params.covariance_type
     start = init_params
