@@ -48,6 +48,8 @@ def test_committed_notebook_matches_generator(name):
     # Outputs, when committed, come from one full run of these very cells.
     counts = [c.get("execution_count") for c in committed.cells if c.cell_type == "code"]
     assert counts == [None] * len(counts) or counts == list(range(1, len(counts) + 1))
+    if counts and counts[0] is not None:
+        assert committed.metadata["bayes_trainmap"] == {"executed_fast": False}, "outputs of a --fast run"
     assert (NOTEBOOK_DIR / f"{name}.ipynb").stat().st_size < 1_500_000
 
 
