@@ -317,7 +317,7 @@ def render_comparison(c: dict) -> str:
             if mode != "mle" and s["coef_median"] is not None:
                 parts.append(f"{s['state']}: {_num(s['coef_median'], 2)}{mark} [{_num(s['coef_lo'], 2)}, {_num(s['coef_hi'], 2)}] P(detour) {_num(s['p_detour'], 2)}")
             else:
-                parts.append(f"{s['state']}: {_num(s['coefficient'], 2)}{mark} (90% CI [{_num(s['ci_low'], 2)}, {_num(s['ci_high'], 2)}], {s['n_runs']} runs)")
+                parts.append(f"{s['state']}: {_num(s['coefficient'], 2)}{mark} (OLS 95% CI [{_num(s['ci_low'], 2)}, {_num(s['ci_high'], 2)}], {s['n_runs']} runs)")
         lines.append(f"- ours, {mode}: " + "; ".join(parts))
     lines += ["", "Table 4 (components, BIC)", "", "| | k-means | HMM-1 | HMM |", "|---|---|---|---|"]
     t4 = paper["table4"]
@@ -329,7 +329,10 @@ def render_comparison(c: dict) -> str:
             row = by.get(key)
             cells.append(f"{row['components']}, {_num(row['bic'], 1)}" if row else "–")
         lines.append(f"| ours, {mode} | " + " | ".join(cells) + " |")
-    lines += ["", "Edges (source → target, runs using it), MLE: " + ", ".join(f"{a}→{b} ({n})" for a, b, n in c["ours"].get("mle", {}).get("edges", []))]
+    lines.append("")
+    for mode, o in c["ours"].items():
+        edges = ", ".join(f"{a}→{b} ({n})" for a, b, n in o["edges"])
+        lines.append(f"Edges, {mode} (source → target, runs using it): {edges}")
     return "\n".join(lines) + "\n"
 
 
