@@ -135,9 +135,9 @@ SEED = 0
             ## 2. Raw statistics per run
 
             Each thin line is one random seed. The runs share the same data and architecture and
-            differ only in initialisation and batch order, yet they leave the loss plateau at very
-            different times (bottom right): that spread of convergence times is what the training
-            map explains.
+            differ only in initialisation and batch order, yet they leave the chance-level plateau of
+            eval accuracy at very different times (bottom right), and some not at all within the
+            recorded steps: that spread of convergence times is what the training map explains.
             """
         ),
         code(
@@ -637,7 +637,8 @@ SEED = 0
                 posterior_predictive={f: sim_Z[None, :, :, features.index(f)] for f in shown},
                 observed_data={f: Z[:, features.index(f)] for f in shown},
             )
-            az.plot_ppc(ppc, var_names=shown, num_pp_samples=PPC_DRAWS, figsize=(12, 5), textsize=9);
+            axes = az.plot_ppc(ppc, var_names=shown, num_pp_samples=PPC_DRAWS, figsize=(12, 5.5), textsize=9)
+            axes.ravel()[0].figure.tight_layout()
             """
         ),
         md(
