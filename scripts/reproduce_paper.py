@@ -148,6 +148,8 @@ def collect_command(name: str, out: Path, args) -> list[str]:
         cmd += ["--download"]
     if args.ensemble_size:
         cmd += ["--ensemble-size", str(args.ensemble_size)]
+    for override in args.overrides:
+        cmd += ["--set", override]
     return cmd
 
 
@@ -336,6 +338,29 @@ def render_comparison(c: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_summary(comparisons: list[dict]) -> str:
+    """One Markdown row per setting and mode: our Table-1 row, detours, and the paper's."""
+    rows = [
+        "| setting (paper's) | fit | K | R² | p | dissimilarity | forking | detours | paper: K, R², p, dissimilarity, forking |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        p1, k_paper = c["paper"]["table1"], c["paper"]["table4"]["hmm"][0]
+        paper = f"{k_paper}, {_num(p1['r_squared'])}, {_num(p1['p_value'])}, {_num(p1['dissimilarity'])}, {_num(p1['forking'])}"
+        for mode, o in c["ours"].items():
+            t = o["table1"]
+            r2 = _num(t["r_squared"])
+            if o["r_squared_interval"]:
+                ri = o["r_squared_interval"]
+                r2 += f" [{_num(ri['lo'], 2)}, {_num(ri['hi'], 2)}]"
+            detours = ", ".join(str(k) for k in o["detour_states"]) or "none"
+            rows.append(
+                f"| {c['setting']} ({c['paper_setting']}) | {mode} | {o['n_states']} | {r2} | {_num(t['p_value'])} | "
+                f"{_num(t['dissimilarity'])} | {_num(t['forking'])} | {detours} | {paper} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
 # --- driver ----------------------------------------------------------------------------
 
 
@@ -352,14 +377,22 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", help="data directory (mnist, cifar100)")
     parser.add_argument("--download", action="store_true", help="let torchvision download mnist/cifar100")
     parser.add_argument("--ensemble-size", type=int, help="most seeds trained together (memory)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="task config override for collect (repeatable)"
+    )
     parser.add_argument("--skip-collect", action="store_true")
     parser.add_argument("--skip-fit", action="store_true", help="only (re)write reports and the comparison")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--report-only", type=Path, metavar="FITDIR", help=argparse.SUPPRESS)
+    parser.add_argument("--summary", action="store_true", help="print the summary table of every FITS/*-comparison.json")
     args = parser.parse_args(argv)
 
     if args.report_only:
         write_report(args.report_only.resolve())
+        return 0
+    if args.summary:
+        files = sorted(args.fits.resolve().glob("*-comparison.json"))
+        print(render_summary([json.loads(f.read_text()) for f in files]), end="")
         return 0
     if args.setting is None:
         parser.error("a setting is required")
