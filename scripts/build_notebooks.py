@@ -43,13 +43,13 @@ def code(text: str):
 
 # Shared first code cell: the fast switch and display settings.
 SETUP = """
-import os
 import logging
+import os
 import warnings
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import matplotlib.pyplot as plt
 
 # BTM_NOTEBOOK_FAST=1 (set by tests/test_notebooks.py) shrinks every budget below.
 FAST = os.environ.get("BTM_NOTEBOOK_FAST") == "1"
@@ -98,10 +98,10 @@ def walkthrough() -> list:
             SETUP
             + """
 from bayes_trainmap import demo_trajectories, plots
+from bayes_trainmap.analysis import analyze
+from bayes_trainmap.convergence import threshold_for_task
 from bayes_trainmap.data import available_demos, split_runs, zscore_per_run
 from bayes_trainmap.selection import select_n_states
-from bayes_trainmap.convergence import threshold_for_task
-from bayes_trainmap.analysis import analyze
 
 RESTARTS = 1 if FAST else 5
 STATES = range(2, 7) if FAST else range(1, 9)
@@ -410,8 +410,8 @@ def bayesian_diagnostics() -> list:
 import arviz as az
 
 from bayes_trainmap import demo_trajectories, fit, plots
-from bayes_trainmap.posterior import DEFAULT_DRAWS, DEFAULT_STEPS, align_to_reference
 from bayes_trainmap.detours import occupancy
+from bayes_trainmap.posterior import DEFAULT_DRAWS, DEFAULT_STEPS, align_to_reference
 from inference.baum_welch import GaussianHMM
 
 RESTARTS = 1 if FAST else 5
@@ -797,9 +797,9 @@ def paper_tables() -> list:
             SETUP
             + """
 from bayes_trainmap import demo_trajectories, fit, plots
-from bayes_trainmap.data import available_demos
 from bayes_trainmap.analysis import analyze
 from bayes_trainmap.baselines import baselines_table, hmm_selection_from_curve
+from bayes_trainmap.data import available_demos
 
 RESTARTS = 1 if FAST else 5
 HMM_STATES = "1-8"
@@ -1098,7 +1098,10 @@ def refresh_markdown(name: str, path: Path):
     """
     existing = nbformat.read(path, as_version=4)
     generated = build_notebook(name)
-    layout = lambda nb: [(c.cell_type, c.source if c.cell_type == "code" else None) for c in nb.cells]  # noqa: E731
+
+    def layout(nb):
+        return [(c.cell_type, c.source if c.cell_type == "code" else None) for c in nb.cells]
+
     if layout(existing) != layout(generated):
         raise ValueError(f"{path}: code cells differ from the generator; re-run with --execute instead")
     for old, new in zip(existing.cells, generated.cells):
