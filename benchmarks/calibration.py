@@ -88,7 +88,7 @@ def run_one(seed: int, opts) -> dict:
     mle = GaussianHMM(K, n_restarts=3, random_state=seed, n_iter=200, tol=1e-6).fit(Z, sim.lengths)
     fit = fit_svi(
         Z, sim.lengths, mle.params_, guide=opts.guide, steps=opts.steps, lr=opts.lr,
-        seed=seed, progress=False,
+        lr_decay=opts.lr_decay, seed=seed, progress=False,
     )
     draws = propagate_draws(
         fit.sample_params(opts.draws, seed=seed), fit.params, Z, sim.lengths,
@@ -144,6 +144,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--lr", type=float, default=0.03)
+    parser.add_argument("--lr-decay", type=float, default=0.1,
+                        help="final learning rate as a fraction of --lr")
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="3 data sets")
     parser.add_argument("--json", help="write per-data-set results to this file")
@@ -189,8 +191,9 @@ def _report(results, opts, label_set) -> None:
         return float(np.mean(values)), len(values)
 
     summary = {key: rate(key) for key in ("trans", "means", "coef", "coef_detour", "trans_boundary")}
-    print(f"\nguide={opts.guide}, {label_set}: {n} (N={opts.runs} runs, T={opts.length}, "
-          f"d={opts.features}, K=3), {opts.draws} draws, nominal 90% intervals:")
+    print(f"\nguide={opts.guide}, steps={opts.steps}, lr={opts.lr}, lr_decay={opts.lr_decay}; "
+          f"{label_set}: {n} (N={opts.runs} runs, T={opts.length}, d={opts.features}, K=3), "
+          f"{opts.draws} draws, nominal 90% intervals:")
     for key, label in [("trans", "transition probabilities (in (0, 1))"), ("means", "state means"),
                        ("coef", "regression coefficients (all states)"),
                        ("coef_detour", "detour-state coefficient")]:
