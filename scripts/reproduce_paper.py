@@ -290,7 +290,7 @@ def comparison(name: str, fits: dict[str, Path]) -> dict:
 def render_comparison(c: dict) -> str:
     paper = c["paper"]
     lines = [f"### {c['setting']} (paper: {c['paper_setting']})", ""]
-    lines += ["Table 1", "", "| | K | R² | p | dissimilarity | forking | converged runs |", "|---|---|---|---|---|---|---|"]
+    lines += ["**Table 1**", "", "| | K | R² | p | dissimilarity | forking | converged runs |", "|---|---|---|---|---|---|---|"]
     t = paper["table1"]
     k_paper = paper["table4"]["hmm"][0]
     lines.append(f"| paper | {k_paper} | {_num(t['r_squared'])} | {_num(t['p_value'])} | {_num(t['dissimilarity'])} | {_num(t['forking'])} | not reported |")
@@ -304,7 +304,7 @@ def render_comparison(c: dict) -> str:
             f"| ours, {mode} | {o['n_states']} | {r2} | {_num(t['p_value'])} | {_num(t['dissimilarity'])} | "
             f"{_num(t['forking'])} | {o['n_converged']} of {o['n_runs']} (threshold {o['threshold']}) |"
         )
-    lines += ["", "Table 2 (coefficient per state, SD units; ✱ = detour state)", ""]
+    lines += ["", "**Table 2** (coefficient per state, SD units; ✱ = detour state)", ""]
     if paper["table2"]:
         coefs = ", ".join(
             f"{k}: {v:+.2f}{'✱' if k in paper['table2']['detours'] else ''}" for k, v in enumerate(paper["table2"]["coefficients"])
@@ -321,7 +321,7 @@ def render_comparison(c: dict) -> str:
             else:
                 parts.append(f"{s['state']}: {_num(s['coefficient'], 2)}{mark} (OLS 95% CI [{_num(s['ci_low'], 2)}, {_num(s['ci_high'], 2)}], {s['n_runs']} runs)")
         lines.append(f"- ours, {mode}: " + "; ".join(parts))
-    lines += ["", "Table 4 (components, BIC)", "", "| | k-means | HMM-1 | HMM |", "|---|---|---|---|"]
+    lines += ["", "**Table 4** (components, BIC)", "", "| | k-means | HMM-1 | HMM |", "|---|---|---|---|"]
     t4 = paper["table4"]
     lines.append("| paper | " + " | ".join(f"{t4[m][0]}, {_num(float(t4[m][1]), 1)}" for m in ("kmeans", "hmm1", "hmm")) + " |")
     for mode, o in c["ours"].items():
