@@ -86,11 +86,41 @@ class MapLayout:
     back_edges: set[tuple[int, int]]
 
 
+def _back_edges(graph, roots: Sequence[int]) -> set[tuple[int, int]]:
+    """Edges ``u -> v`` that close a cycle in a depth-first search from ``roots``.
+
+    An edge is a back edge when its target is still on the search stack. Removing
+    every back edge leaves a DAG, however many (possibly overlapping) cycles the
+    map has; successors are visited in sorted order so the layout is deterministic.
+    """
+    back: set[tuple[int, int]] = set()
+    on_stack: set[int] = set()
+    finished: set[int] = set()
+    for root in roots:
+        if root in on_stack or root in finished:
+            continue
+        on_stack.add(root)
+        stack = [(root, iter(sorted(graph.successors(root))))]
+        while stack:
+            u, children = stack[-1]
+            v = next(children, None)
+            if v is None:
+                stack.pop()
+                on_stack.discard(u)
+                finished.add(u)
+            elif v in on_stack:
+                back.add((u, v))
+            elif v not in finished:
+                on_stack.add(v)
+                stack.append((v, iter(sorted(graph.successors(v)))))
+    return back
+
+
 def map_layout(states: Sequence[int], edges: Sequence[tuple[int, int]], initial: Sequence[int]) -> MapLayout:
     """Left-to-right layered layout of a training map (a small Sugiyama layout).
 
-    1. Edges closing a cycle (found by depth-first search from the initial
-       states) are set aside; the rest form a DAG.
+    1. Edges closing a cycle (back edges of a depth-first search from the
+       initial states) are set aside; the rest form a DAG.
     2. Layer = longest path from a root, so a detour sits in its own layer
        between the fork and the rejoin.
     3. An edge skipping layers gets a bend point in every skipped layer, which
@@ -110,22 +140,10 @@ def map_layout(states: Sequence[int], edges: Sequence[tuple[int, int]], initial:
     graph.add_nodes_from(states)
     graph.add_edges_from(pairs)
     roots = [s for s in initial if s in graph] or sorted(states)[:1]
-    back: set[tuple[int, int]] = set()
-    visited: set[int] = set()
-    for root in roots + sorted(states):
-        if root in visited:
-            continue
-        for u, v, kind in nx.dfs_labeled_edges(graph, source=root):
-            if kind == "nontree" and v in visited and u != v and nx.has_path(graph.subgraph(visited), v, u):
-                back.add((u, v))
-        visited |= set(nx.dfs_preorder_nodes(graph, root))
+    back = _back_edges(graph, roots + sorted(states))
     dag = nx.DiGraph()
     dag.add_nodes_from(states)
     dag.add_edges_from(e for e in pairs if e not in back)
-    if not nx.is_directed_acyclic_graph(dag):  # defensive: drop remaining cycle edges
-        for u, v in nx.find_cycle(dag):
-            back.add((u, v))
-            dag.remove_edge(u, v)
     layer: dict[int, int] = {}
     for v in nx.topological_sort(dag):
         preds = list(dag.predecessors(v))
