@@ -169,3 +169,27 @@ def test_collect_command_with_executor_ray(ray_cluster, tmp_path, capsys):
     assert ray.is_initialized()
     assert main(argv) == 0
     assert "0 run(s) trained" in capsys.readouterr().out and ray.is_initialized()
+
+
+def test_collection_into_an_object_store_uri_resumes_and_refuses_other_settings():
+    import fsspec  # a dependency of torch; its in-memory file system stands in for S3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bayes_trainmap.executors import storage
+
+    memory = fsspec.filesystem("memory")
+    if memory.exists("/bt-collect"):
+        memory.rm("/bt-collect", recursive=True)
+    base = "memory://bt-collect/runs"
+    settings = dict(size="smoke", device="cpu", ensemble=False, out=base)
+    first = collect("sparse_parities", seeds="0-1", **settings)
+    assert first.out == base and first.trained == [0, 1]
+    assert storage.list_files(base) == ["collection.json", "run-0.parquet", "run-1.parquet"]
+    table = pq.read_table(pa.BufferReader(storage.read_bytes(storage.join(base, "run-1.parquet"))))
+    assert set(table.column("seed").to_pylist()) == {1} and table.num_rows > 1
+    second = collect("sparse_parities", seeds="0-2", **settings)
+    assert second.skipped == [0, 1] and second.trained == [2]
+    with pytest.raises(TaskError, match="another configuration; differing keys: config.steps"):
+        collect("sparse_parities", seeds="0-2", steps=7, **settings)
+    memory.rm("/bt-collect", recursive=True)
