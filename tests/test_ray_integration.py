@@ -17,7 +17,6 @@ from bayes_trainmap.cli import main
 from bayes_trainmap.errors import ExecutionError, TaskError
 from bayes_trainmap.executors import LocalExecutor
 from bayes_trainmap.executors.ray_cluster import RayExecutor
-from bayes_trainmap.selection import select_n_states
 from bayes_trainmap.simulate import simulate_training_runs
 from tasks.collect import collect
 from tasks.sparse_parities import SparseParitiesTask
@@ -38,38 +37,6 @@ def ray_cluster():
     )
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def sweep_data():
-    simulated = simulate_training_runs(
-        n_runs=10, n_checkpoints=80, path_dwell=(15, 20, 15), delay=10, n_features=3, random_state=4
-    )
-    X, lengths = simulated.trajectories.feature_matrix()
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    n_train = 8  # the first 8 runs fit, the last 2 score
-    return (
-        X[: offsets[n_train]],
-        lengths[:n_train],
-        X[offsets[n_train] :],
-        lengths[n_train:],
-    )
-
-
-def test_bic_sweep_on_ray_equals_the_local_sweep(ray_cluster, sweep_data):
-    kwargs = dict(states=range(1, 5), n_restarts=2, random_state=3, progress=False, n_iter=30)
-    local = select_n_states(*sweep_data, executor=LocalExecutor(), **kwargs)
-    distributed = select_n_states(*sweep_data, executor=RayExecutor(), **kwargs)
-    assert distributed.best_n_states == local.best_n_states
-    assert list(distributed.table["restart"]) == list(local.table["restart"])
-    # Same seeds and the same deterministic kernels in another process: the same fits.
-    pd.testing.assert_frame_equal(distributed.table, local.table, check_exact=False, rtol=1e-9)
-    pd.testing.assert_frame_equal(distributed.curve, local.curve, check_exact=False, rtol=1e-9)
-    np.testing.assert_allclose(
-        distributed.best_model.params_.means, local.best_model.params_.means, rtol=1e-9
-    )
-    # Distinct restarts really differ (the comparison above is not vacuous).
-    assert local.table["seed"].nunique() == len(local.table)
 
 
 # -- seed collection ------------------------------------------------------------------
@@ -193,3 +160,24 @@ def test_collection_into_an_object_store_uri_resumes_and_refuses_other_settings(
     with pytest.raises(TaskError, match="another configuration; differing keys: config.steps"):
         collect("sparse_parities", seeds="0-2", steps=7, **settings)
     memory.rm("/bt-collect", recursive=True)
+
+
+def test_fit_command_with_executor_ray_equals_the_local_fit(ray_cluster, tmp_path):
+    from bayes_trainmap.data import save_trajectories
+    from inference.params import HMMParams
+
+    simulated = simulate_training_runs(n_runs=10, n_checkpoints=80, path_dwell=(15, 20, 15), delay=10,
+                                       n_features=3, random_state=5)
+    save_trajectories(simulated.trajectories, tmp_path / "data")
+    common = ["fit", "--data", str(tmp_path / "data"), "--states", "1-3", "--restarts", "2", "--n-iter", "30",
+              "--quiet", "--no-report"]
+    assert main([*common, "--out", str(tmp_path / "local")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    local = pd.read_csv(tmp_path / "local" / "selection.csv")
+    distributed = pd.read_csv(tmp_path / "ray" / "selection.csv")
+    pd.testing.assert_frame_equal(distributed, local, check_exact=False, rtol=1e-9)
+    model_local = HMMParams.load(tmp_path / "local" / "model.json")
+    model_ray = HMMParams.load(tmp_path / "ray" / "model.json")
+    assert model_ray.n_states == model_local.n_states
+    np.testing.assert_allclose(model_ray.means, model_local.means, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(model_ray.trans_mat, model_local.trans_mat, rtol=1e-8, atol=1e-10)
