@@ -301,16 +301,17 @@ def collect(
     progress : bool
         One tqdm bar over the collection's runs (and, locally, a bar per run or ensemble).
     on_run_written : callable(seed, path), optional
-        Called in this process after each run file is written (used by the tests to
-        interrupt a collection).
+        Called after each run file is written (used by the tests to interrupt a
+        collection).
     executor : bayes_trainmap.executors.Executor, optional
         Where the runs train: one work item per ensemble chunk, or per seed when
         training sequentially. Default: in this process, one item after another. With a
         :class:`~bayes_trainmap.executors.ray_cluster.RayExecutor` every item is a Ray
-        task that writes its run files itself, so ``out`` must be reachable from every
-        node (shared file system or object store). A run whose item keeps failing is
-        reported by name (:class:`~bayes_trainmap.errors.ExecutionError`) after the
-        others have finished; running the collection again trains just the missing runs.
+        task; its runs come back to this process, which writes each run file as it
+        arrives (so ``out`` needs to be reachable from here only). A run whose item keeps
+        failing is reported by name (:class:`~bayes_trainmap.errors.ExecutionError`)
+        after the others have finished; running the collection again trains just the
+        missing runs.
 
     Returns
     -------
@@ -351,27 +352,28 @@ def collect(
     groups = {",".join(run_id(s) for s in group): group
               for group in (pending[i : i + chunk] for i in range(0, len(pending), chunk))}
     work = partial(
-        train_and_write,
+        train_group,
         configured,
-        out=out,
         device=device,
         ensemble=train_together,
         # Per-run bars only in this process: a worker's bars would interleave in the log.
         progress=progress and isinstance(executor, LocalExecutor),
     )
 
-    def record(outcome: TaskResult[GroupResult]) -> None:
+    def write(outcome: TaskResult[list[RunResult]]) -> None:
+        # Runs are written here, as each item's results arrive: ``out`` needs to be
+        # reachable from this process only, and a worker that dies leaves no file.
         if not outcome.ok:
             return
-        for key, value in outcome.value.timings.items():
-            result.timings[key] += value
-        for run in outcome.value.runs:
+        _add_timings(result.timings, outcome.value)
+        for run in outcome.value:
+            path = write_run(run.frame, run_path(out, run.seed), _run_metadata(configured, run))
             result.trained.append(run.seed)
             result.trainer[run.seed] = run.trainer
-            if run.diverged_step is not None:
+            if run.diverged:
                 result.diverged[run.seed] = run.diverged_step
             if on_run_written is not None:
-                on_run_written(run.seed, run.path)
+                on_run_written(run.seed, path)
 
     report = execute(
         executor,
@@ -380,7 +382,7 @@ def collect(
         desc=f"collect {configured.name}",
         unit="run",
         progress=progress,
-        on_result=record,
+        on_result=write,
         weights={name: len(group) for name, group in groups.items()},
     )
     result.trained.sort()
@@ -391,56 +393,23 @@ def collect(
     return result
 
 
-@dataclasses.dataclass(frozen=True)
-class WrittenRun:
-    """What a work item reports about one run it wrote (the trajectory itself is on disk)."""
-
-    seed: int
-    path: Path | str
-    trainer: str
-    diverged_step: int | None
-
-
-@dataclasses.dataclass(frozen=True)
-class GroupResult:
-    """What one work item of :func:`collect` reports: its runs and its timings."""
-
-    runs: list[WrittenRun]
-    timings: dict[str, float]
-
-
-def train_and_write(
+def train_group(
     task: Task,
     seeds: list[int],
     *,
-    out: Path | str,
     device: str = "auto",
     ensemble: bool = True,
     progress: bool = False,
-) -> GroupResult:
-    """Train one group of seeds (an ensemble, or one seed) and write each run's file.
+) -> list[RunResult]:
+    """Train one group of seeds: an ensemble, or one seed at a time.
 
-    The work item :func:`collect` hands to its executor; it runs wherever the executor
-    puts it (the device is resolved there, so a Ray task uses the GPU Ray assigned it)
-    and writes atomically, so a retried or repeated item never leaves a partial file.
+    The work item :func:`collect` hands to its executor. It runs wherever the executor
+    puts it; the device is resolved there, so a Ray task uses the GPU Ray assigned it.
     """
     torch_device = resolve_device(device)
     if ensemble:
-        runs = train_ensemble(task, seeds, device=torch_device, progress=progress)
-    else:
-        runs = [train_sequential(task, seed, device=torch_device, progress=progress) for seed in seeds]
-    timings = {"train": 0.0, "statistics": 0.0, "evaluation": 0.0}
-    _add_timings(timings, runs)
-    written = [
-        WrittenRun(
-            seed=run.seed,
-            path=write_run(run.frame, run_path(out, run.seed), _run_metadata(task, run)),
-            trainer=run.trainer,
-            diverged_step=run.diverged_step,
-        )
-        for run in runs
-    ]
-    return GroupResult(runs=written, timings=timings)
+        return train_ensemble(task, seeds, device=torch_device, progress=progress)
+    return [train_sequential(task, seed, device=torch_device, progress=progress) for seed in seeds]
 
 
 def _as_seed(value: Any) -> int:
