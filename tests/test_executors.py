@@ -296,3 +296,22 @@ def test_collection_into_an_object_store_uri_resumes_and_refuses_other_settings(
     with pytest.raises(TaskError, match="another configuration; differing keys: config.steps"):
         collect("sparse_parities", seeds="0-2", steps=7, **settings)
     memory.rm("/bt-collect", recursive=True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["collect", "--task", "sparse_parities", "--size", "smoke", "--seeds", "0"],
+        ["fit", "--states", "2", "--restarts", "1", "--quiet", "--no-report"],
+    ],
+    ids=["collect", "fit"],
+)
+def test_executor_ray_without_ray_is_one_line_with_the_install_command(argv, tmp_path, monkeypatch, capsys):
+    from bayes_trainmap.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out), "--executor", "ray"]) == 2
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert stderr == ['error: the Ray executor needs Ray: pip install "bayes_trainmap[ray]"']
+    assert not out.exists()
