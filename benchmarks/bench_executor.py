@@ -5,7 +5,8 @@ Runs ``collect`` for a few seeds of a task at smoke size, first in this process
 Ray instance with ``--ray-cpus`` CPUs (:class:`~bayes_trainmap.executors.ray_cluster.RayExecutor`),
 each into its own directory, and prints the wall times and the difference. The Ray
 collection runs twice: "cold" (worker processes start and import torch) and "warm"
-(workers reused), and ``ray.init`` is timed separately. It also checks that both
+(workers reused), and ``ray.init`` is timed separately. Local and warm times are the
+median of ``--repeats`` collections into fresh directories. It also checks that both
 executors wrote the same trajectories.
 
 This measures overhead on one machine, not a speed-up: on a cluster the Ray tasks run
@@ -14,7 +15,7 @@ on many nodes at once.
 Usage::
 
     python benchmarks/bench_executor.py [--task sparse_parities] [--seeds 0-7]
-        [--sequential] [--ray-cpus 2]
+        [--sequential] [--ray-cpus 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0-7")
     parser.add_argument("--sequential", action="store_true", help="one seed per task (default: ensembles)")
     parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray instance")
+    parser.add_argument("--repeats", type=int, default=3, help="collections timed per warm setting")
     args = parser.parse_args(argv)
 
     import ray
@@ -66,23 +68,30 @@ def main(argv: list[str] | None = None) -> None:
     settings = dict(seeds=args.seeds, size="smoke", device="cpu", ensemble=not args.sequential)
     mode = "sequential" if args.sequential else "ensemble"
     with tempfile.TemporaryDirectory() as tmp:
-        local_dir, cold_dir, warm_dir = (os.path.join(tmp, name) for name in ("local", "cold", "warm"))
-        # Warm the caches this process shares with nothing else (imports, numba, data).
-        collect(args.task, out=os.path.join(tmp, "warmup"), executor=LocalExecutor(), **{**settings, "seeds": "0"})
 
-        _, local_s = _timed(collect, args.task, out=local_dir, executor=LocalExecutor(), **settings)
+        def timed_collections(label: str, executor, repeats: int) -> float:
+            times = [
+                _timed(collect, args.task, out=os.path.join(tmp, f"{label}-{i}"), executor=executor, **settings)[1]
+                for i in range(repeats)
+            ]
+            return float(np.median(times))
+
+        # Warm this process's caches first (imports, numba, data), as the Ray workers' are when warm.
+        collect(args.task, out=os.path.join(tmp, "warmup"), executor=LocalExecutor(), **{**settings, "seeds": "0"})
+        local_s = timed_collections("local", LocalExecutor(), args.repeats)
         _, init_s = _timed(
             ray.init, address="local", num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False
         )
         try:
             executor = RayExecutor()
-            _, cold_s = _timed(collect, args.task, out=cold_dir, executor=executor, **settings)
-            _, warm_s = _timed(collect, args.task, out=warm_dir, executor=executor, **settings)
+            cold_s = timed_collections("cold", executor, 1)
+            warm_s = timed_collections("warm", executor, args.repeats)
         finally:
             ray.shutdown()
-        difference = _max_relative_difference(local_dir, warm_dir)
+        difference = _max_relative_difference(os.path.join(tmp, "local-0"), os.path.join(tmp, "warm-0"))
 
-    print(f"{args.task} smoke collection, {n_runs} runs, {mode} training, Ray with {args.ray_cpus} CPUs")
+    print(f"{args.task} smoke collection, {n_runs} runs, {mode} training, Ray with {args.ray_cpus} CPUs "
+          f"(local and warm: median of {args.repeats})")
     print(f"  local executor            {local_s:8.2f} s")
     print(f"  ray.init (local instance) {init_s:8.2f} s")
     print(f"  Ray executor, cold        {cold_s:8.2f} s   (overhead {cold_s - local_s:+.2f} s, "
