@@ -24,7 +24,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from bayes_trainmap.errors import ModelSelectionError
 from bayes_trainmap.executors import Executor, LocalExecutor, execute
@@ -261,8 +260,6 @@ def select_n_states(
         If some K cannot be fitted to the training data (too many parameters or
         states for the checkpoints), or the inputs are inconsistent.
     """
-    from inference.baum_welch import GaussianHMM
-
     X_train = np.asarray(X_train, dtype=np.float64)
     X_val = np.asarray(X_val, dtype=np.float64)
     len_train = np.asarray(len_train, dtype=np.int64)
