@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 from bayes_trainmap import __version__
 from bayes_trainmap.errors import BayesTrainmapError
+from bayes_trainmap.executors import add_executor_arguments, executor_from_args
 
 __all__ = ["build_parser", "main"]
 
@@ -106,6 +107,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--out", metavar="DIR", help="fit directory (default: fits/<data-name>-<mode>)")
     output.add_argument("--no-report", action="store_true", help="skip report.md/html/json")
     output.add_argument("--quiet", action="store_true", help="no progress bar, summary or warnings")
+    add_executor_arguments(parser, per="task")
 
 
 def _first_command(argv: Sequence[str]) -> str | None:
@@ -168,25 +170,27 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     ts = data.load_trajectories(args.data) if args.data else data.demo_trajectories(args.demo)
     out = check_output_dir(args.out or _default_out(args, ts))
     bayes_options = {k: getattr(args, k) for k in ("draws", "steps", "lr", "guide") if getattr(args, k) is not None}
-    result = pipeline.fit(
-        ts,
-        mode=args.mode,
-        states=args.states,
-        restarts=args.restarts,
-        covariance=args.covariance,
-        features=_features_arg(args.features) if args.features else None,
-        device=args.device,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        window=args.window,
-        n_iter=args.n_iter,
-        tol=args.tol,
-        outcome=args.outcome,
-        threshold=args.threshold,
-        task=args.task,
-        progress=not args.quiet,
-        bayes_options=bayes_options,
-    )
+    with executor_from_args(args) as executor:
+        result = pipeline.fit(
+            ts,
+            mode=args.mode,
+            states=args.states,
+            restarts=args.restarts,
+            covariance=args.covariance,
+            features=_features_arg(args.features) if args.features else None,
+            device=args.device,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            window=args.window,
+            n_iter=args.n_iter,
+            tol=args.tol,
+            outcome=args.outcome,
+            threshold=args.threshold,
+            task=args.task,
+            progress=not args.quiet,
+            bayes_options=bayes_options,
+            executor=executor,
+        )
     options = {k: v for k, v in vars(args).items() if k != "handler"}
     pipeline.write_fit_dir(result, out, extra_config=options, report=not args.no_report)
     if not args.quiet:

@@ -32,6 +32,7 @@ from bayes_trainmap.data import (
     zscore_per_run,
 )
 from bayes_trainmap.errors import BayesTrainmapError, ModelSelectionError, TrajectoryError
+from bayes_trainmap.executors import Executor
 from bayes_trainmap.fitdir import (
     CONFIG_FILE,
     CURVE_FILE,
@@ -236,6 +237,7 @@ def fit(
     analyze: bool = True,
     progress: bool = True,
     bayes_options: dict[str, Any] | None = None,
+    executor: Executor | None = None,
 ) -> FitResult:
     """Fit a Gaussian HMM to a trajectory set, choosing K by held-out BIC.
 
@@ -278,6 +280,9 @@ def fit(
         Show progress bars.
     bayes_options : dict, optional
         Extra keyword arguments for the Bayesian modes (draws, steps, lr, guide).
+    executor : bayes_trainmap.executors.Executor, optional
+        Where the (K, restart) fits of the BIC sweep run (default: in this process);
+        results do not depend on it.
 
     Returns
     -------
@@ -345,6 +350,7 @@ def fit(
         device=device,
         min_covar=min_covar,
         feature_names=model_features,
+        executor=executor,
     )
     normalization = {"method": "zscore_per_run", "window": int(window), "ddof": 0}
     params = dataclasses.replace(

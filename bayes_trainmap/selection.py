@@ -19,18 +19,20 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from bayes_trainmap.errors import ModelSelectionError
+from bayes_trainmap.executors import Executor, LocalExecutor, execute
 
 __all__ = [
     "DEFAULT_STATES",
     "SelectionResult",
     "check_supported",
+    "fit_candidate",
     "n_free_parameters",
     "parse_states",
     "restart_seed",
@@ -176,7 +178,8 @@ class SelectionResult:
         val_log_likelihood, n_parameters, bic, aic, converged, n_iter,
         empty_state_events``.
     curve : pandas.DataFrame
-        One row per K, the restart with the highest training log-likelihood:
+        One row per K, the restart with the highest training log-likelihood
+        (the lowest restart among those within a relative 1e-9 of it):
         ``n_states, restart, bic, aic, val_log_likelihood, train_log_likelihood,
         n_parameters``.
     best_n_states : int
@@ -213,6 +216,7 @@ def select_n_states(
     device: str = "cpu",
     min_covar: float = 1e-3,
     feature_names: Sequence[str] | None = None,
+    executor: Executor | None = None,
 ) -> SelectionResult:
     """Fit HMMs for every K and restart, and pick K by held-out BIC.
 
@@ -240,6 +244,11 @@ def select_n_states(
     min_covar : float
         Covariance regularisation of the engine.
     feature_names : sequence of str, optional
+    executor : bayes_trainmap.executors.Executor, optional
+        Where the (K, restart) fits run (default: one after the other in this
+        process); e.g. a :class:`~bayes_trainmap.executors.ray_cluster.RayExecutor`
+        runs them as Ray tasks with the same results. A fit that fails re-raises its
+        error here.
 
     Returns
     -------
@@ -251,8 +260,6 @@ def select_n_states(
         If some K cannot be fitted to the training data (too many parameters or
         states for the checkpoints), or the inputs are inconsistent.
     """
-    from inference.baum_welch import GaussianHMM
-
     X_train = np.asarray(X_train, dtype=np.float64)
     X_val = np.asarray(X_val, dtype=np.float64)
     len_train = np.asarray(len_train, dtype=np.int64)
@@ -282,53 +289,37 @@ def select_n_states(
         check_supported(k, n_train, d, covariance_type)
 
     base = _base_seed(random_state)
-    names = list(feature_names) if feature_names is not None else None
-    rows: list[dict[str, Any]] = []
-    fitted: dict[tuple[int, int], Any] = {}
-    with tqdm(total=len(candidates) * n_restarts, desc="BIC sweep", unit="fit", disable=not progress) as bar:
-        for k in candidates:
-            for restart in range(n_restarts):
-                bar.set_postfix_str(f"K={k} restart={restart}")
-                seed = restart_seed(base, k, restart)
-                model = GaussianHMM(
-                    n_states=k,
-                    covariance_type=covariance_type,
-                    n_iter=n_iter,
-                    tol=tol,
-                    init="kmeans",
-                    n_restarts=1,
-                    min_covar=min_covar,
-                    random_state=seed,
-                    device=device,
-                    feature_names=names,
-                )
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    model.fit(X_train, len_train)
-                empty_events = _reemit(caught, k, restart)
-                val_ll = float(model.score(X_val, len_val))
-                p = n_free_parameters(k, d, covariance_type)
-                rows.append(
-                    {
-                        "n_states": k,
-                        "restart": restart,
-                        "seed": seed,
-                        "train_log_likelihood": float(model.log_likelihood_),
-                        "val_log_likelihood": val_ll,
-                        "n_parameters": p,
-                        "bic": -2.0 * val_ll + p * np.log(n_val),
-                        "aic": -2.0 * val_ll + 2.0 * p,
-                        "converged": bool(model.converged_),
-                        "n_iter": int(model.n_iter_),
-                        "empty_state_events": empty_events,
-                    }
-                )
-                fitted[(k, restart)] = model
-                bar.update()
+    fit_one = partial(
+        fit_candidate,
+        X_train=X_train,
+        len_train=len_train,
+        X_val=X_val,
+        len_val=len_val,
+        base_seed=base,
+        covariance_type=covariance_type,
+        n_iter=n_iter,
+        tol=tol,
+        device=device,
+        min_covar=min_covar,
+        feature_names=list(feature_names) if feature_names is not None else None,
+    )
+    # Every (K, restart) fit is independent and seeded by restart_seed, so any executor
+    # (in-process or Ray tasks) reproduces the same sweep; values come back in item order.
+    candidates_by_name = {f"K={k} restart={r}": (k, r) for k in candidates for r in range(n_restarts)}
+    report = execute(
+        executor if executor is not None else LocalExecutor(),
+        fit_one,
+        candidates_by_name,
+        desc="BIC sweep",
+        unit="fit",
+        progress=progress,
+        fail_fast=True,
+    )
+    rows = [row for row, _ in report.values.values()]
+    fitted = {candidates_by_name[name]: model for name, (_, model) in report.values.items()}
 
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    best_rows = table.loc[table.groupby("n_states", sort=True)["train_log_likelihood"].idxmax()]
-    curve = best_rows[CURVE_COLUMNS].reset_index(drop=True)
+    curve = _best_restarts(table)[CURVE_COLUMNS].reset_index(drop=True)
     best_index = int(np.argmin(curve["bic"].to_numpy()))
     best_k = int(curve["n_states"].iat[best_index])
     models = {int(r.n_states): fitted[(int(r.n_states), int(r.restart))] for r in curve.itertuples()}
@@ -336,6 +327,100 @@ def select_n_states(
     return SelectionResult(
         table=table, curve=curve, best_n_states=best_k, best_model=models[best_k], models=models, n_val=n_val
     )
+
+
+#: Relative gap below which two restarts' training log-likelihoods count as a tie.
+TIE_RTOL = 1e-9
+
+
+def _best_restarts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per K, the restart with the highest training log-likelihood (lowest index on ties).
+
+    Restarts that reach the same optimum differ only by rounding, which depends on
+    summation order and memory alignment and hence on the process that ran the fit;
+    treating gaps below :data:`TIE_RTOL` as ties makes the choice the same in every
+    process and on every executor.
+    """
+    best = table.groupby("n_states")["train_log_likelihood"].transform("max")
+    tied = table["train_log_likelihood"] >= best - TIE_RTOL * np.maximum(1.0, best.abs())
+    return table[tied].sort_values(["n_states", "restart"]).groupby("n_states", sort=True).head(1)
+
+
+def fit_candidate(
+    candidate: tuple[int, int],
+    *,
+    X_train: np.ndarray,
+    len_train: np.ndarray,
+    X_val: np.ndarray,
+    len_val: np.ndarray,
+    base_seed: int,
+    covariance_type: str = "full",
+    n_iter: int = 100,
+    tol: float = 1e-4,
+    device: str = "cpu",
+    min_covar: float = 1e-3,
+    feature_names: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """Fit restart ``r`` of a K-state HMM and score it on the held-out runs.
+
+    One work item of the sweep in :func:`select_n_states`: a pure function of its
+    arguments (the seed is :func:`restart_seed` ``(base_seed, K, r)``), so it gives the
+    same result in this process or in a Ray worker.
+
+    Parameters
+    ----------
+    candidate : (int, int)
+        ``(K, r)``: number of states and restart index.
+    X_train, len_train, X_val, len_val, covariance_type, n_iter, tol, device, min_covar,
+    feature_names
+        As in :func:`select_n_states`.
+    base_seed : int
+        The sweep's ``random_state`` as an int.
+
+    Returns
+    -------
+    row : dict
+        The sweep table's row for this fit (columns :data:`TABLE_COLUMNS`).
+    model : inference.baum_welch.GaussianHMM
+        The fitted model.
+    """
+    from inference.baum_welch import GaussianHMM
+
+    k, restart = (int(value) for value in candidate)
+    seed = restart_seed(base_seed, k, restart)
+    model = GaussianHMM(
+        n_states=k,
+        covariance_type=covariance_type,
+        n_iter=n_iter,
+        tol=tol,
+        init="kmeans",
+        n_restarts=1,
+        min_covar=min_covar,
+        random_state=seed,
+        device=device,
+        feature_names=list(feature_names) if feature_names is not None else None,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X_train, len_train)
+    empty_events = _reemit(caught, k, restart)
+    val_ll = float(model.score(X_val, len_val))
+    p = n_free_parameters(k, X_train.shape[1], covariance_type)
+    n_val = int(X_val.shape[0])
+    row = {
+        "n_states": k,
+        "restart": restart,
+        "seed": seed,
+        "train_log_likelihood": float(model.log_likelihood_),
+        "val_log_likelihood": val_ll,
+        "n_parameters": p,
+        "bic": -2.0 * val_ll + p * np.log(n_val),
+        "aic": -2.0 * val_ll + 2.0 * p,
+        "converged": bool(model.converged_),
+        "n_iter": int(model.n_iter_),
+        "empty_state_events": empty_events,
+    }
+    return row, model
 
 
 def _reemit(caught: list[warnings.WarningMessage], n_states: int, restart: int) -> int:

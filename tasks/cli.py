@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from bayes_trainmap.errors import BayesTrainmapError, TaskError
+from bayes_trainmap.executors import add_executor_arguments, executor_from_args
 
 #: Variant shortcuts of the issue's command lines (``--stabilized`` etc.).
 _VARIANT_FLAGS = ("stabilized", "destabilized")
@@ -48,7 +49,8 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                       help="train seeds together with torch.func where possible (default)")
     mode.add_argument("--sequential", dest="ensemble", action="store_false", help="train one seed at a time")
     parser.add_argument("--ensemble-size", type=_positive_int, default=None,
-                        help="most seeds trained together (default: all)")
+                        help="most seeds trained together (default: all locally; with --executor ray, "
+                        "the seeds split evenly over the cluster's slots)")
     parser.add_argument("--size", choices=("default", "smoke"), default="default",
                         help="'smoke' shrinks data, model and steps to seconds (default: %(default)s)")
     parser.add_argument("--data-root", default=None, help="data directory of tasks that read data sets")
@@ -58,6 +60,7 @@ def add_collect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="override a config key (VALUE parsed as JSON, else a string); repeatable")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=True,
                         help="hide the progress bars")
+    add_executor_arguments(parser, per="run")
     return parser
 
 
@@ -86,20 +89,22 @@ def run_collect(args: argparse.Namespace) -> int:
     if args.download:
         overrides["download"] = True
     out = args.out or f"trajectories/{args.task}-{args.variant}"
-    result = collect(
-        args.task,
-        variant=args.variant,
-        seeds=seeds,
-        out=out,
-        steps=args.steps,
-        eval_every=args.eval_every,
-        device=args.device,
-        ensemble=args.ensemble,
-        size=args.size,
-        overrides=overrides,
-        ensemble_size=args.ensemble_size,
-        progress=args.progress,
-    )
+    with executor_from_args(args) as executor:
+        result = collect(
+            args.task,
+            variant=args.variant,
+            seeds=seeds,
+            out=out,
+            steps=args.steps,
+            eval_every=args.eval_every,
+            device=args.device,
+            ensemble=args.ensemble,
+            size=args.size,
+            overrides=overrides,
+            ensemble_size=args.ensemble_size,
+            progress=args.progress,
+            executor=executor,
+        )
     paths = sorted(set(result.trainer.values()))
     print(
         f"{args.task} ({args.variant}): {len(result.trained)} run(s) trained"

@@ -17,13 +17,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bayes_trainmap.errors import TaskError
+from bayes_trainmap.executors import Executor, LocalExecutor, TaskResult, execute, storage
 from tasks.base import Task
 from tasks.ensemble import train_ensemble
 from tasks.loop import RunResult, resolve_device, run_id, train_sequential
@@ -35,8 +38,10 @@ logger = logging.getLogger(__name__)
 COLLECTION_FILE = "collection.json"
 
 
-def run_path(out: str | os.PathLike, seed: int) -> Path:
-    """Where seed ``seed``'s run lives in a collection directory."""
+def run_path(out: str | os.PathLike, seed: int) -> Path | str:
+    """Where seed ``seed``'s run lives in a collection directory (a str for a URI ``out``)."""
+    if not storage.is_local(out):
+        return storage.join(out, f"run-{int(seed)}.parquet")
     return Path(out) / f"run-{int(seed)}.parquet"
 
 
@@ -46,7 +51,8 @@ class CollectionResult:
 
     Attributes
     ----------
-    out : Path
+    out : Path or str
+        The collection directory (a str when it is an object-store URI).
     trained : list of int
         Seeds trained (and written) by this call.
     skipped : list of int
@@ -60,7 +66,7 @@ class CollectionResult:
         ensembles / sequential runs.
     """
 
-    out: Path
+    out: Path | str
     trained: list[int]
     skipped: list[int]
     diverged: dict[int, int]
@@ -103,8 +109,63 @@ def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
         raise
 
 
-def prepare_directory(task: Task, out: str | os.PathLike, seeds: list[int]) -> Path:
-    """Create or check the collection directory and (re)write ``collection.json``."""
+def _check_manifest(task: Task, out: Any, manifest: Mapping[str, Any]) -> list[int]:
+    """Refuse a manifest of another configuration; return the seeds it lists."""
+    identity = _identity(task)
+    old_identity = {k: manifest.get(k) for k in ("task", "variant", "size")}
+    old_identity["config"] = {
+        k: v for k, v in (manifest.get("config") or {}).items() if k not in task.runtime_keys
+    }
+    diff = _differences(old_identity, identity)
+    if diff:
+        raise TaskError(
+            f"{out} holds a collection with another configuration; differing keys: {'; '.join(diff)}. "
+            "Use another --out directory or the same settings."
+        )
+    return [int(s) for s in manifest.get("seeds", [])]
+
+
+def _manifest_payload(task: Task, seeds: Iterable[int]) -> dict[str, Any]:
+    payload = {
+        **task.describe(),
+        "threshold": task.threshold,
+        "seeds": sorted(set(seeds)),
+        "package_version": _package_version(),
+    }
+    return json.loads(json.dumps(payload))
+
+
+def _prepare_remote(task: Task, out: str, seeds: list[int]) -> str:
+    """:func:`prepare_directory` for an object-store URI (objects appear whole, no temporaries)."""
+    manifest_uri = storage.join(out, COLLECTION_FILE)
+    known_seeds: list[int] = []
+    try:
+        if storage.exists(manifest_uri):
+            try:
+                manifest = json.loads(storage.read_bytes(manifest_uri))
+            except json.JSONDecodeError as exc:
+                raise TaskError(f"{manifest_uri} is unreadable ({exc}); use another --out location") from exc
+            known_seeds = _check_manifest(task, out, manifest)
+        elif any(name.startswith("run-") for name in storage.list_files(out, ".parquet")):
+            raise TaskError(f"{out} holds run files but no {COLLECTION_FILE}; refusing to mix collections")
+        storage.write_text_atomic(
+            manifest_uri, json.dumps(_manifest_payload(task, [*known_seeds, *seeds]), indent=2, sort_keys=True)
+        )
+    except OSError as exc:
+        raise TaskError(f"cannot use output location {out}: {exc}") from exc
+    return out
+
+
+def prepare_directory(task: Task, out: str | os.PathLike, seeds: list[int]) -> Path | str:
+    """Create or check the collection directory and (re)write ``collection.json``.
+
+    ``out`` may also be an object-store URI (``s3://bucket/prefix``); it is then
+    returned as a str.
+    """
+    if not storage.is_local(out):
+        return _prepare_remote(task, os.fspath(out), seeds)
+    if "://" in os.fspath(out):  # a file:// URI
+        out = storage.local_path(out)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -113,34 +174,17 @@ def prepare_directory(task: Task, out: str | os.PathLike, seeds: list[int]) -> P
     if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
         raise TaskError(f"output directory {out} is not writable")
     manifest_path = out / COLLECTION_FILE
-    identity = _identity(task)
     known_seeds: list[int] = []
     if manifest_path.exists():
         try:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise TaskError(f"{manifest_path} is unreadable ({exc}); use another --out directory") from exc
-        old_identity = {k: manifest.get(k) for k in ("task", "variant", "size")}
-        old_identity["config"] = {
-            k: v for k, v in (manifest.get("config") or {}).items() if k not in task.runtime_keys
-        }
-        diff = _differences(old_identity, identity)
-        if diff:
-            raise TaskError(
-                f"{out} holds a collection with another configuration; differing keys: {'; '.join(diff)}. "
-                "Use another --out directory or the same settings."
-            )
-        known_seeds = [int(s) for s in manifest.get("seeds", [])]
+        known_seeds = _check_manifest(task, out, manifest)
     elif any(out.glob("run-*.parquet")):
         raise TaskError(f"{out} holds run files but no {COLLECTION_FILE}; refusing to mix collections")
-    payload = {
-        **task.describe(),
-        "threshold": task.threshold,
-        "seeds": sorted(set(known_seeds) | set(seeds)),
-        "package_version": _package_version(),
-    }
     try:
-        _write_json_atomic(manifest_path, json.loads(json.dumps(payload)))
+        _write_json_atomic(manifest_path, _manifest_payload(task, [*known_seeds, *seeds]))
     except OSError as exc:
         raise TaskError(f"output directory {out} is not writable: {exc.strerror or exc}") from exc
     for stale in out.glob(f"{TEMP_PREFIX}*"):
@@ -150,7 +194,14 @@ def prepare_directory(task: Task, out: str | os.PathLike, seeds: list[int]) -> P
 
 
 def finished_seeds(out: str | os.PathLike, seeds: Iterable[int]) -> list[int]:
-    """Seeds whose run file exists and reads back; unreadable files are removed (their run reruns)."""
+    """Seeds whose run file exists and reads back; unreadable files are removed (their run reruns).
+
+    In an object store a run object exists only once completely written, so existence
+    is enough there.
+    """
+    if not storage.is_local(out):
+        present = set(storage.list_files(out, ".parquet"))
+        return [int(seed) for seed in seeds if f"run-{int(seed)}.parquet" in present]
     done = []
     for seed in seeds:
         path = run_path(out, seed)
@@ -218,7 +269,8 @@ def collect(
     overrides: Mapping[str, Any] | None = None,
     ensemble_size: int | None = None,
     progress: bool = False,
-    on_run_written: Callable[[int, Path], None] | None = None,
+    on_run_written: Callable[[int, Path | str], None] | None = None,
+    executor: Executor | None = None,
 ) -> CollectionResult:
     """Train ``seeds`` of a task and write one Parquet file per finished run (resumable).
 
@@ -230,8 +282,10 @@ def collect(
     variant : str
     seeds : iterable of int or str
         Seeds, or a range string such as ``"0-39"`` / ``"0,3,5-7"``.
-    out : path-like
-        Collection directory (created if needed).
+    out : path-like or str
+        Collection directory (created if needed): a local or shared file-system path,
+        or an object-store URI such as ``s3://bucket/prefix`` (see
+        :mod:`bayes_trainmap.executors.storage`).
     steps, eval_every : int, optional
         Override the task's defaults.
     device : {"auto", "cpu", "cuda"}
@@ -242,11 +296,22 @@ def collect(
     overrides : mapping, optional
         Further config overrides (keys of the task's config).
     ensemble_size : int, optional
-        Largest number of seeds trained together (default: all pending seeds).
+        Largest number of seeds trained together (default: the pending seeds split
+        evenly over the executor's parallel slots; all of them locally).
     progress : bool
-        tqdm bar per run or per ensemble.
+        One tqdm bar over the collection's runs (and, locally, a bar per run or ensemble).
     on_run_written : callable(seed, path), optional
-        Called after each run file is written (used by the tests to interrupt a collection).
+        Called after each run file is written (used by the tests to interrupt a
+        collection).
+    executor : bayes_trainmap.executors.Executor, optional
+        Where the runs train: one work item per ensemble chunk, or per seed when
+        training sequentially. Default: in this process, one item after another. With a
+        :class:`~bayes_trainmap.executors.ray_cluster.RayExecutor` every item is a Ray
+        task; its runs come back to this process, which writes each run file as it
+        arrives (so ``out`` needs to be reachable from here only). A run whose item keeps
+        failing is reported by name (:class:`~bayes_trainmap.errors.ExecutionError`)
+        after the others have finished; running the collection again trains just the
+        missing runs.
 
     Returns
     -------
@@ -268,7 +333,9 @@ def collect(
         raise TaskError("no seeds given; expected e.g. '0-39'")
     if ensemble_size is not None and ensemble_size < 1:
         raise TaskError(f"ensemble_size must be >= 1, got {ensemble_size}")
-    torch_device = resolve_device(device)
+    executor = executor if executor is not None else LocalExecutor()
+    if isinstance(executor, LocalExecutor):
+        resolve_device(device)  # refuse a bad or missing device before any work starts
     out = prepare_directory(configured, out, seed_list)
 
     skipped = finished_seeds(out, seed_list)
@@ -277,29 +344,72 @@ def collect(
         logger.info("%d of %d runs already finished in %s", len(skipped), len(seed_list), out)
     result = CollectionResult(out=out, trained=[], skipped=skipped, diverged={}, trainer={},
                               timings={"train": 0.0, "statistics": 0.0, "evaluation": 0.0})
+    if not pending:
+        return result
 
-    def write(run: RunResult) -> None:
-        path = write_run(run.frame, run_path(out, run.seed), _run_metadata(configured, run))
-        result.trained.append(run.seed)
-        result.trainer[run.seed] = run.trainer
-        if run.diverged:
-            result.diverged[run.seed] = run.diverged_step
-        if on_run_written is not None:
-            on_run_written(run.seed, path)
+    train_together = ensemble and len(pending) > 1
+    chunk = (ensemble_size or math.ceil(len(pending) / executor.parallelism())) if train_together else 1
+    groups = {",".join(run_id(s) for s in group): group
+              for group in (pending[i : i + chunk] for i in range(0, len(pending), chunk))}
+    work = partial(
+        train_group,
+        configured,
+        device=device,
+        ensemble=train_together,
+        # Per-run bars only in this process: a worker's bars would interleave in the log.
+        progress=progress and isinstance(executor, LocalExecutor),
+    )
 
-    if ensemble and len(pending) > 1:
-        chunk = ensemble_size or len(pending)
-        for start in range(0, len(pending), chunk):
-            runs = train_ensemble(configured, pending[start : start + chunk], device=torch_device, progress=progress)
-            _add_timings(result.timings, runs)
-            for run in runs:
-                write(run)
-    else:
-        for seed in pending:
-            run = train_sequential(configured, seed, device=torch_device, progress=progress)
-            _add_timings(result.timings, [run])
-            write(run)
+    def write(outcome: TaskResult[list[RunResult]]) -> None:
+        # Runs are written here, as each item's results arrive: ``out`` needs to be
+        # reachable from this process only, and a worker that dies leaves no file.
+        if not outcome.ok:
+            return
+        _add_timings(result.timings, outcome.value)
+        for run in outcome.value:
+            path = write_run(run.frame, run_path(out, run.seed), _run_metadata(configured, run))
+            result.trained.append(run.seed)
+            result.trainer[run.seed] = run.trainer
+            if run.diverged:
+                result.diverged[run.seed] = run.diverged_step
+            if on_run_written is not None:
+                on_run_written(run.seed, path)
+
+    report = execute(
+        executor,
+        work,
+        groups,
+        desc=f"collect {configured.name}",
+        unit="run",
+        progress=progress,
+        on_result=write,
+        weights={name: len(group) for name, group in groups.items()},
+    )
+    result.trained.sort()
+    report.raise_for_failures(
+        "run group" if chunk > 1 else "run",
+        hint="the finished runs are kept; run the same collection again to train the missing ones",
+    )
     return result
+
+
+def train_group(
+    task: Task,
+    seeds: list[int],
+    *,
+    device: str = "auto",
+    ensemble: bool = True,
+    progress: bool = False,
+) -> list[RunResult]:
+    """Train one group of seeds: an ensemble, or one seed at a time.
+
+    The work item :func:`collect` hands to its executor. It runs wherever the executor
+    puts it; the device is resolved there, so a Ray task uses the GPU Ray assigned it.
+    """
+    torch_device = resolve_device(device)
+    if ensemble:
+        return train_ensemble(task, seeds, device=torch_device, progress=progress)
+    return [train_sequential(task, seed, device=torch_device, progress=progress) for seed in seeds]
 
 
 def _as_seed(value: Any) -> int:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bayes_trainmap.errors import TaskError
+from bayes_trainmap.executors import storage
 from bayes_trainmap.schema import (
     EPOCH_COLUMN,
     OUTCOME_COLUMNS,
@@ -50,8 +51,12 @@ def run_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def write_run(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+def write_run(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, Any]) -> Path | str:
     """Write one run atomically: a temporary file in the same directory, then ``os.replace``.
+
+    ``path`` may also be an object-store URI (``s3://bucket/prefix/run-0.parquet``):
+    the object is then written in place, which is atomic there (see
+    :mod:`bayes_trainmap.executors.storage`), and the URI is returned.
 
     Parameters
     ----------
@@ -62,11 +67,14 @@ def write_run(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, 
     metadata : dict
         JSON-serialisable run metadata, stored under ``PARQUET_METADATA_KEY``.
     """
-    path = Path(path)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     existing = dict(table.schema.metadata or {})
     existing[PARQUET_METADATA_KEY] = json.dumps(metadata, sort_keys=True).encode()
     table = table.replace_schema_metadata(existing)
+    if not storage.is_local(path):
+        storage.write_parquet_atomic(path, table)
+        return os.fspath(path)
+    path = Path(storage.local_path(path)) if "://" in os.fspath(path) else Path(path)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".parquet", dir=path.parent)
     os.close(fd)
     try:

@@ -274,3 +274,44 @@ def test_object_store_uris_are_written_to_the_final_key():
 def test_unknown_uri_scheme_is_a_clear_error():
     with pytest.raises(BayesTrainmapError, match="unsupported output location 'nosuchfs://x/y'"):
         storage.write_bytes_atomic("nosuchfs://x/y", b"")
+
+
+def test_collection_into_an_object_store_uri_resumes_and_refuses_other_settings():
+    import fsspec  # a dependency of torch; its in-memory file system stands in for S3
+
+    from tasks.collect import collect
+
+    memory = fsspec.filesystem("memory")
+    if memory.exists("/bt-collect"):
+        memory.rm("/bt-collect", recursive=True)
+    base = "memory://bt-collect/runs"
+    settings = dict(size="smoke", device="cpu", ensemble=False, out=base)
+    first = collect("sparse_parities", seeds="0-1", **settings)
+    assert first.out == base and first.trained == [0, 1]
+    assert storage.list_files(base) == ["collection.json", "run-0.parquet", "run-1.parquet"]
+    table = pq.read_table(pa.BufferReader(storage.read_bytes(storage.join(base, "run-1.parquet"))))
+    assert set(table.column("seed").to_pylist()) == {1} and table.num_rows > 1
+    second = collect("sparse_parities", seeds="0-2", **settings)
+    assert second.skipped == [0, 1] and second.trained == [2]
+    with pytest.raises(TaskError, match="another configuration; differing keys: config.steps"):
+        collect("sparse_parities", seeds="0-2", steps=7, **settings)
+    memory.rm("/bt-collect", recursive=True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["collect", "--task", "sparse_parities", "--size", "smoke", "--seeds", "0"],
+        ["fit", "--states", "2", "--restarts", "1", "--quiet", "--no-report"],
+    ],
+    ids=["collect", "fit"],
+)
+def test_executor_ray_without_ray_is_one_line_with_the_install_command(argv, tmp_path, monkeypatch, capsys):
+    from bayes_trainmap.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out), "--executor", "ray"]) == 2
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert stderr == ['error: the Ray executor needs Ray: pip install "bayes_trainmap[ray]"']
+    assert not out.exists()
