@@ -61,6 +61,8 @@ class Cifar100Task(Task):
     smoke_config = {"width": 4, "batch_size": 4, "steps": 6, "eval_every": 3, "train_eval_examples": 8}
     threshold = 0.6
     vmappable = False
+    # Where the data lives and whether it may be downloaded do not change results.
+    runtime_keys = ("data_root", "download", "checksums")
 
     def __init__(self, variant: str = "default", size: str = "default", overrides: dict[str, Any] | None = None):
         super().__init__(variant, size, overrides)
