@@ -6,9 +6,11 @@ CPU stand-ins ``digits``, ``modular_addition_reduced``,
 ``modular_addition_reduced_stabilized``) this runs
 
 1. ``python -m bayes_trainmap collect`` over 40 seeds (resumable: finished runs are
-   skipped; skipped entirely with ``--data`` or for the shipped demo sets);
+   skipped; not run at all with ``--data DIR`` or ``--demo``, which fits the set
+   shipped in ``bayes_trainmap/demo_data/`` for ``sparse_parities``, ``digits`` and
+   ``modular_addition_reduced``);
 2. ``python -m bayes_trainmap fit --mode mle`` and ``--mode svi`` into
-   ``FITS/<setting>-<mode>``, then writes each fit's report;
+   ``FITS/<setting>-<mode>`` (each with its report);
 3. ``FITS/<setting>-comparison.{json,md}``: our Table-1 row, Table-2 coefficients (MLE
    and SVI medians with 90% intervals), Table-4 row, next to the paper's numbers.
 
@@ -18,19 +20,14 @@ so the numbers in ``docs/reproduction.md`` can be re-run one by one. Examples::
     # full paper size on a GPU machine (about 40 x the per-seed time; resumable)
     python scripts/reproduce_paper.py modular_addition --device auto
     # the CPU runs of docs/reproduction.md
-    python scripts/reproduce_paper.py sparse_parities --data bayes_trainmap/demo_data/sparse_parities
-    python scripts/reproduce_paper.py modular_addition_reduced --device cpu
+    python scripts/reproduce_paper.py sparse_parities --device cpu --demo
+    python scripts/reproduce_paper.py modular_addition_reduced_stabilized --device cpu
 
-The report step works around a layout failure of ``bayes_trainmap.plots.map_layout``
-on maps whose Viterbi paths contain two or more separate 2-cycles (the analysis
-module's cycle breaking misses them): only when the original raises, the back edges
-are found by one depth-first search and the original layout is called on the rest.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -86,6 +83,7 @@ SETTINGS: dict[str, dict] = {
         "variant": "reduced",
         "collect": [],
         "paper": "modular_addition",
+        "demo": "bayes_trainmap/demo_data/modular_addition",
     },
     "modular_addition_reduced_stabilized": {
         "task": "modular_addition",
@@ -157,69 +155,7 @@ def fit_command(name: str, data: Path, out: Path, mode: str, args) -> list[str]:
     s = SETTINGS[name]
     cmd = [sys.executable, "-m", "bayes_trainmap", "fit", "--mode", mode, "--data", str(data), "--out", str(out)]
     cmd += ["--task", s.get("threshold_task", s["task"]), "--device", args.device, "--seed", str(args.seed)]
-    return cmd + ["--quiet", "--no-report"]
-
-
-def report_command(fit_dir: Path) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--report-only", str(fit_dir)]
-
-
-# --- report with the layout work-around ------------------------------------------------
-
-
-def _back_edges(edges, initial) -> set[tuple[int, int]]:
-    """Edges closing a cycle: u -> v with v on the depth-first search stack."""
-    succ: dict[int, list[int]] = {}
-    for a, b in edges:
-        succ.setdefault(a, []).append(b)
-        succ.setdefault(b, [])
-    back: set[tuple[int, int]] = set()
-    state: dict[int, int] = {}  # 1 on the stack, 2 finished
-
-    def visit(u: int) -> None:
-        state[u] = 1
-        for v in sorted(succ[u]):
-            if state.get(v) == 1:
-                back.add((u, v))
-            elif v not in state:
-                visit(v)
-        state[u] = 2
-
-    for root in [*initial, *sorted(succ)]:
-        if root in succ and root not in state:
-            visit(root)
-    return back
-
-
-@contextlib.contextmanager
-def _safe_map_layout():
-    from bayes_trainmap import plots
-
-    original = plots.map_layout
-
-    def layout(states, edges, initial):
-        try:
-            return original(states, edges, initial)
-        except Exception as error:  # networkx.NetworkXUnfeasible: a cycle left in the "DAG"
-            if type(error).__name__ != "NetworkXUnfeasible":
-                raise
-            pairs = [(int(a), int(b)) for a, b in edges if a != b]
-            back = _back_edges(pairs, [int(s) for s in initial])
-            result = original(states, [e for e in pairs if e not in back], initial)
-            return plots.MapLayout(result.positions, result.routes, set(result.back_edges) | back)
-
-    plots.map_layout = layout
-    try:
-        yield
-    finally:
-        plots.map_layout = original
-
-
-def write_report(fit_dir: Path) -> None:
-    from bayes_trainmap import report
-
-    with _safe_map_layout():
-        report.write_report(fit_dir)
+    return cmd + ["--quiet"]
 
 
 # --- comparison with the paper ---------------------------------------------------------
@@ -370,6 +306,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/reproduce"), help="collections go to RUNS/<setting>")
     parser.add_argument("--fits", type=Path, default=Path("fits/reproduce"), help="fit directories go to FITS/<setting>-<mode>")
     parser.add_argument("--data", type=Path, help="fit this trajectory set instead of collecting (e.g. a demo set)")
+    parser.add_argument("--demo", action="store_true", help="fit the shipped demo set of this setting")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (collect and fit)")
     parser.add_argument("--seeds", default=SEEDS)
     parser.add_argument("--seed", type=int, default=0, help="fit seed (run split, restarts, SVI)")
@@ -381,15 +318,11 @@ def main(argv=None) -> int:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="task config override for collect (repeatable)"
     )
     parser.add_argument("--skip-collect", action="store_true")
-    parser.add_argument("--skip-fit", action="store_true", help="only (re)write reports and the comparison")
+    parser.add_argument("--skip-fit", action="store_true", help="only (re)write the comparison from existing fits")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
-    parser.add_argument("--report-only", type=Path, metavar="FITDIR", help=argparse.SUPPRESS)
     parser.add_argument("--summary", action="store_true", help="print the summary table of every FITS/*-comparison.json")
     args = parser.parse_args(argv)
 
-    if args.report_only:
-        write_report(args.report_only.resolve())
-        return 0
     if args.summary:
         files = sorted(args.fits.resolve().glob("*-comparison.json"))
         print(render_summary([json.loads(f.read_text()) for f in files]), end="")
@@ -403,6 +336,10 @@ def main(argv=None) -> int:
         args.fits.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1" if args.device == "cpu" else os.environ.get("OMP_NUM_THREADS", "4"))
 
+    if args.demo:
+        if "demo" not in s:
+            parser.error(f"no demo set is shipped for {name}")
+        args.data = REPO / s["demo"]
     data = args.data.resolve() if args.data else args.runs / name
     if args.data is None and not args.skip_collect:
         if s.get("needs_data") and not (args.data_root or args.download):
@@ -413,7 +350,6 @@ def main(argv=None) -> int:
         out = args.fits / f"{name}-{mode}"
         if not args.skip_fit:
             _run(fit_command(name, data, out, mode, args), dry_run=args.dry_run)
-            _run(report_command(out), dry_run=args.dry_run)
         fits[mode] = out
     if args.dry_run:
         return 0

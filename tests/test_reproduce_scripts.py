@@ -1,15 +1,12 @@
-"""The reproduction driver (scripts/reproduce_paper.py): commands, settings, layout work-around."""
+"""The reproduction driver (scripts/reproduce_paper.py): commands and settings."""
 
 from __future__ import annotations
 
 import importlib.util
-import itertools
-import random
 import subprocess
 import sys
 from pathlib import Path
 
-import networkx as nx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,9 +56,10 @@ def test_dry_run_prints_collect_fit_and_report_commands(name, tmp_path):
         cwd=REPO,
     ).stdout
     lines = [line for line in out.splitlines() if line.startswith("+ ")]
-    assert len(lines) == 5  # collect, then fit + report for mle and svi
+    assert len(lines) == 3  # collect, then fit (with its report) for mle and svi
     assert "collect" in lines[0] and f"--out {tmp_path / 'r' / name}" in lines[0]
-    assert "--mode mle" in lines[1] and "--mode svi" in lines[3]
+    assert "--mode mle" in lines[1] and "--mode svi" in lines[2]
+    assert all(f"--out {tmp_path / 'f' / name}-" in line for line in lines[1:])
     if name == "cifar100_destabilized":
         assert "--variant destabilized" in lines[0] and "--task cifar100_destabilized" in lines[1]
     else:
@@ -69,29 +67,23 @@ def test_dry_run_prints_collect_fit_and_report_commands(name, tmp_path):
     assert not (tmp_path / "f").exists()  # a dry run writes nothing
 
 
-def test_back_edges_break_every_cycle_and_only_cycles(driver):
-    # two separate 2-cycles reached from the initial state: the case the layout missed
-    edges = [(3, 1), (1, 2), (2, 1), (2, 0), (3, 4), (4, 3)]
-    back = driver._back_edges(edges, [3])
-    assert back == {(2, 1), (4, 3)}
-    assert nx.is_directed_acyclic_graph(nx.DiGraph([e for e in edges if e not in back]))
-    # brute force over small random graphs: the rest is a DAG, and a DAG loses nothing
-    rng = random.Random(0)
-    pairs = list(itertools.permutations(range(5), 2))
-    for _ in range(200):
-        edges = rng.sample(pairs, rng.randint(1, 10))
-        back = driver._back_edges(edges, [0])
-        assert nx.is_directed_acyclic_graph(nx.DiGraph([e for e in edges if e not in back]))
-        if nx.is_directed_acyclic_graph(nx.DiGraph(edges)):
-            assert back == set()
+def test_demo_fits_the_shipped_set_without_collecting(driver):
+    for name, setting in driver.SETTINGS.items():
+        if "demo" in setting:
+            assert (driver.REPO / setting["demo"] / "collection.json").is_file(), name
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "digits", "--demo", "--dry-run", "--modes", "mle"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    lines = [line for line in out.splitlines() if line.startswith("+ ")]
+    assert len(lines) == 1 and "bayes_trainmap/demo_data/digits" in lines[0] and " fit " in lines[0]
 
 
-def test_layout_work_around_draws_a_map_with_two_two_cycles(driver):
-    from bayes_trainmap import plots
-
-    states, edges = [0, 1, 2, 3, 4], [(3, 1), (1, 2), (2, 1), (2, 0), (3, 4), (4, 3)]
-    with driver._safe_map_layout():
-        layout = plots.map_layout(states, edges, [3])
-    assert set(layout.positions) == set(states)
-    assert len(layout.back_edges) >= 2  # one edge of each 2-cycle is drawn curved
-    assert plots.map_layout is not None and plots.map_layout.__name__ == "map_layout"  # restored
+def test_demo_is_refused_where_no_set_is_shipped():
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "cifar100", "--demo", "--dry-run"], check=False, capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 2 and "no demo set is shipped for cifar100" in done.stderr
