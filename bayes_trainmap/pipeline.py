@@ -510,23 +510,25 @@ def _run_analysis(result: FitResult, *, outcome: str, threshold: float, states_r
 
 
 def _resolve_threshold(threshold: float | None, task: str | None, ts: TrajectorySet) -> float:
-    """An explicit threshold, else the preset of ``task``, else the threshold recorded
-    in the data's metadata (``collect`` writes one), else the preset of the task named
-    there, else :data:`DEFAULT_THRESHOLD`."""
+    """An explicit threshold, else the preset of ``task`` (and of the variant recorded
+    in the data, when the data are of that task: destabilised CIFAR-100 uses 0.4),
+    else the threshold recorded in the data's metadata (``collect`` writes one), else
+    the preset of the task and variant named there, else :data:`DEFAULT_THRESHOLD`."""
     from bayes_trainmap.convergence import TASK_THRESHOLDS, threshold_for_task
 
+    def normalise(name) -> str:
+        return str(name or "").replace("-", "_").lower()
+
+    recorded, variant = normalise(ts.metadata.get("task")), normalise(ts.metadata.get("variant"))
     if threshold is not None:
         return float(threshold)
     if task is not None:
-        return threshold_for_task(task)
+        return threshold_for_task(task, variant if normalise(task) == recorded else None)
     recorded_threshold = ts.metadata.get("threshold")
     if isinstance(recorded_threshold, (int, float)) and not isinstance(recorded_threshold, bool):
         return float(recorded_threshold)
-    recorded = str(ts.metadata.get("task") or "").replace("-", "_").lower()
-    variant = str(ts.metadata.get("variant") or "").replace("-", "_").lower()
-    for key in (f"{recorded}_{variant}", recorded):
-        if key in TASK_THRESHOLDS:
-            return float(TASK_THRESHOLDS[key])
+    if recorded in TASK_THRESHOLDS or f"{recorded}_{variant}" in TASK_THRESHOLDS:
+        return float(threshold_for_task(recorded, variant))
     return DEFAULT_THRESHOLD
 
 

@@ -150,6 +150,9 @@ def test_threshold_resolution(planted_set):
     assert resolve(None, None, planted_set) == pipeline.DEFAULT_THRESHOLD  # task "planted" has no preset
     cifar = TrajectorySet(planted_set.frame, {"task": "cifar100", "variant": "destabilized"})
     assert resolve(None, None, cifar) == 0.4
+    # --task names the data's own task: the recorded variant still picks its preset.
+    assert resolve(None, "cifar100", cifar) == 0.4
+    assert resolve(None, "cifar100", planted_set) == 0.6
     recorded = TrajectorySet(planted_set.frame, {"task": "cifar100", "threshold": 0.55})
     assert resolve(None, None, recorded) == 0.55
     assert resolve(None, "mnist", recorded) == 0.97
