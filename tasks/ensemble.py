@@ -12,6 +12,11 @@ stack of per-seed gradients, so one ordinary backward pass serves all seeds. The
 optimiser (:class:`FunctionalOptimizer`) mirrors ``torch.optim``'s single-tensor
 SGD / Adam / AdamW updates on the stacked tensors.
 
+Plain MLPs (``nn.Sequential`` of ``nn.Linear`` and elementwise activations) skip
+``vmap``: :mod:`tasks.stacked_mlp` runs their forward pass as batched matrix
+products on the stacked weights, which for such small models is several times
+cheaper than ``vmap``'s per-call bookkeeping.
+
 Ensemble and sequential training of a seed agree up to floating-point rounding of
 the batched kernels: the tests require every recorded value to agree to 1e-5
 relative (1e-7 absolute) over the smoke runs (20 to 40 steps, float32). Training
@@ -47,6 +52,7 @@ from tasks.loop import (
     task_transforms_batches,
     train_sequential,
 )
+from tasks.stacked_mlp import stacked_mlp_plan
 from tasks.stats import statistics_tensor
 
 logger = logging.getLogger(__name__)
@@ -57,62 +63,68 @@ class FunctionalOptimizer:
 
     The arithmetic follows ``torch.optim``'s single-tensor (``foreach=False``) code
     paths (momentum-free SGD applies the coupled weight decay as ``p (1 - lr wd)``
-    in place), so a one-member ensemble matches ``torch.optim`` up to rounding.
+    in place), so a one-member ensemble matches ``torch.optim`` up to rounding. Each
+    operation is issued once for all tensors (``torch._foreach_*``, elementwise the
+    same arithmetic): a small model's update is a dozen tiny kernels per tensor, so
+    the per-call overhead, not the arithmetic, is what costs.
     """
 
     def __init__(self, spec: OptimizerSpec, params: dict[str, torch.Tensor]):
         self.spec = spec
         self.step_count = 0
-        self.state: dict[str, dict[str, torch.Tensor]] = {}
-        for name, p in params.items():
-            if spec.name == "sgd":
-                self.state[name] = {}
-            else:
-                self.state[name] = {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+        self.names = list(params)
+        self.state: dict[str, list[torch.Tensor]] = {}
+        if spec.name != "sgd":
+            self.state["exp_avg"] = [torch.zeros_like(p) for p in params.values()]
+            self.state["exp_avg_sq"] = [torch.zeros_like(p) for p in params.values()]
 
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
+        """Update ``params`` in place; both dicts have the names given at construction."""
         self.step_count += 1
-        spec = self.spec
-        for name, p in params.items():
-            g = grads[name]
-            if spec.name == "sgd":
-                self._sgd(p, g, self.state[name])
-            else:
-                self._adam(p, g, self.state[name])
+        p = [params[n] for n in self.names]
+        g = [grads[n] for n in self.names]
+        if self.spec.name == "sgd":
+            self._sgd(p, g)
+        else:
+            self._adam(p, g)
 
-    def _sgd(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> None:
+    def _sgd(self, p: list[torch.Tensor], g: list[torch.Tensor]) -> None:
         spec = self.spec
         if spec.momentum:
             if spec.weight_decay:
-                g = g.add(p, alpha=spec.weight_decay)
-            buf = state.get("momentum_buffer")
+                g = torch._foreach_add(g, p, alpha=spec.weight_decay)
+            buf = self.state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = torch.clone(g).detach()
+                buf = self.state["momentum_buffer"] = [torch.clone(x).detach() for x in g]
             else:
-                buf.mul_(spec.momentum).add_(g)
-            p.add_(buf, alpha=-spec.lr)
+                torch._foreach_mul_(buf, spec.momentum)
+                torch._foreach_add_(buf, g)
+            torch._foreach_add_(p, buf, alpha=-spec.lr)
         else:
             # p - lr (g + wd p) without allocating g + wd p (equal up to rounding)
             if spec.weight_decay:
-                p.mul_(1 - spec.lr * spec.weight_decay)
-            p.add_(g, alpha=-spec.lr)
+                torch._foreach_mul_(p, 1 - spec.lr * spec.weight_decay)
+            torch._foreach_add_(p, g, alpha=-spec.lr)
 
-    def _adam(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> None:
+    def _adam(self, p: list[torch.Tensor], g: list[torch.Tensor]) -> None:
         spec = self.spec
         beta1, beta2 = spec.betas
         if spec.name == "adamw":
-            p.mul_(1 - spec.lr * spec.weight_decay)
+            torch._foreach_mul_(p, 1 - spec.lr * spec.weight_decay)
         elif spec.weight_decay:
-            g = g.add(p, alpha=spec.weight_decay)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(g, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            g = torch._foreach_add(g, p, alpha=spec.weight_decay)
+        exp_avg, exp_avg_sq = self.state["exp_avg"], self.state["exp_avg_sq"]
+        torch._foreach_lerp_(exp_avg, g, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, g, g, value=1 - beta2)
         bias_correction1 = 1 - beta1**self.step_count
         bias_correction2 = 1 - beta2**self.step_count
         step_size = spec.lr / bias_correction1
-        denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(spec.eps)
-        p.addcdiv_(exp_avg, denom, value=-step_size)
+        denom = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denom, math.sqrt(bias_correction2))
+        torch._foreach_add_(denom, spec.eps)
+        torch._foreach_addcdiv_(p, exp_avg, denom, value=-step_size)
 
 
 def vmap_obstacle(task: Task, model: nn.Module) -> str | None:
@@ -158,6 +170,8 @@ class EnsembleTrainer:
         tied = len(all_names) != len(self._tensor_names)
         self._slots = None if tied or _has_parametrizations(self.skeleton) else _tensor_slots(
             self.skeleton, self._tensor_names)
+        # plain Linear/activation stacks skip vmap altogether (see tasks.stacked_mlp)
+        self._mlp = stacked_mlp_plan(self.skeleton) if self._slots is not None else None
         self.transforms = task_transforms_batches(task)
         self.generators = [torch.Generator().manual_seed(derive_seed(s, "transform")) for s in seeds]
         self.per_seed_data = len(data) > 1
@@ -171,7 +185,10 @@ class EnsembleTrainer:
             d = data[0].to(device)
             self.train_x, self.train_y = d.train_inputs, d.train_targets
             self.eval_sets = evaluation_sets(task, d)
-        self.eval_batch = int(task.config.get("eval_batch_size", 4096))
+        # eval_batch_size bounds the examples in one forward pass; the ensemble's pass holds
+        # S members' chunks at once, so each member gets 1/S of it (also keeps the
+        # activations cache-sized instead of tens of MB that are paged in on every call)
+        self.eval_batch = max(1, int(task.config.get("eval_batch_size", 4096)) // self.n_members)
         # Task.metrics' default (cross-entropy) has a direct batched form, cheaper than vmap's
         self.default_metrics = type(task).metrics is Task.metrics
         # row offset of each member in the flattened (S * n_train, ...) training tensors
@@ -200,8 +217,11 @@ class EnsembleTrainer:
 
     def _batched_metrics(self, x, y, x_dim, with_correct: bool = True):
         """Per-seed ``(loss_sum, n_correct, n_counted)``, each (S,); ``x_dim`` 0 (per seed) or None (shared)."""
-        tensors = (*self.params.values(), *self.buffers.values())
-        outputs = self._vmapped_forward(x_dim)(tensors, x)
+        if self._mlp is not None:
+            outputs = self._mlp(self.params, x, self.n_members, per_member=x_dim == 0)
+        else:
+            tensors = (*self.params.values(), *self.buffers.values())
+            outputs = self._vmapped_forward(x_dim)(tensors, x)
         if self.default_metrics:
             return _cross_entropy_per_member(outputs, y if x_dim == 0 else y.expand(self.n_members, *y.shape),
                                              with_correct)
@@ -225,9 +245,8 @@ class EnsembleTrainer:
         x, y = self._gather(indices)
         loss_sum, _, count = self._batched_metrics(x, y, 0, with_correct=False)
         # seeds are independent, so d(sum of losses)/d(stacked params) = stacked per-seed gradients
-        names = list(self.params)
-        grads = torch.autograd.grad((loss_sum / count).sum(), [self.params[n] for n in names])
-        self.optimizer.step(self.params, dict(zip(names, grads)))
+        grads = torch.autograd.grad((loss_sum / count).sum(), list(self.params.values()))
+        self.optimizer.step(self.params, dict(zip(self.params, grads)))
 
     @torch.no_grad()
     def statistics(self) -> torch.Tensor:
