@@ -157,8 +157,10 @@ class EnsembleTrainer:
         self.device = device
         models = [init_model(task, s) for s in seeds]
         self.selection = task.parameter_selection(models[0])
+        # plain Linear/activation stacks skip vmap and autograd altogether (see tasks.stacked_mlp)
+        self._mlp = stacked_mlp_plan(models[0])
         params, buffers = stack_module_state(models)
-        self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}
+        self.params = {k: v.detach().to(device).requires_grad_(self._mlp is None) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         self.skeleton = copy.deepcopy(models[0]).to("meta").train()
         self.optimizer = FunctionalOptimizer(task.optimizer(), self.params)
@@ -170,8 +172,6 @@ class EnsembleTrainer:
         tied = len(all_names) != len(self._tensor_names)
         self._slots = None if tied or _has_parametrizations(self.skeleton) else _tensor_slots(
             self.skeleton, self._tensor_names)
-        # plain Linear/activation stacks skip vmap altogether (see tasks.stacked_mlp)
-        self._mlp = stacked_mlp_plan(self.skeleton) if self._slots is not None else None
         self.transforms = task_transforms_batches(task)
         self.generators = [torch.Generator().manual_seed(derive_seed(s, "transform")) for s in seeds]
         self.per_seed_data = len(data) > 1
@@ -218,7 +218,7 @@ class EnsembleTrainer:
     def _batched_metrics(self, x, y, x_dim, with_correct: bool = True):
         """Per-seed ``(loss_sum, n_correct, n_counted)``, each (S,); ``x_dim`` 0 (per seed) or None (shared)."""
         if self._mlp is not None:
-            outputs = self._mlp(self.params, x, self.n_members, per_member=x_dim == 0)
+            outputs = self._mlp.forward(self.params, x, self.n_members, per_member=x_dim == 0)
         else:
             tensors = (*self.params.values(), *self.buffers.values())
             outputs = self._vmapped_forward(x_dim)(tensors, x)
@@ -241,12 +241,28 @@ class EnsembleTrainer:
             x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         return x, y
 
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-member gradients of each member's mean training loss on its batch (S, B, ...)."""
+        # seeds are independent, so d(sum of losses)/d(stacked params) = stacked per-seed gradients
+        if self._mlp is None:
+            loss_sum, _, count = self._batched_metrics(x, y, 0, with_correct=False)
+            grads = torch.autograd.grad((loss_sum / count).sum(), list(self.params.values()))
+            return dict(zip(self.params, grads))
+        with torch.no_grad():
+            return self._mlp.gradients(self.params, x, lambda outputs: self._output_gradient(outputs, y))
+
+    def _output_gradient(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """d(sum over members of mean loss)/d outputs, for the hand-written MLP backward pass."""
+        if self.default_metrics:
+            return _cross_entropy_output_gradient(outputs, targets)
+        with torch.enable_grad():  # a task's own loss: autograd, but only through the loss
+            outputs = outputs.detach().requires_grad_(True)
+            loss_sum, _, count = vmap(self.task.metrics)(outputs, targets)
+            return torch.autograd.grad((loss_sum / count).sum(), outputs)[0]
+
     def step(self, indices: torch.Tensor) -> None:
         x, y = self._gather(indices)
-        loss_sum, _, count = self._batched_metrics(x, y, 0, with_correct=False)
-        # seeds are independent, so d(sum of losses)/d(stacked params) = stacked per-seed gradients
-        grads = torch.autograd.grad((loss_sum / count).sum(), list(self.params.values()))
-        self.optimizer.step(self.params, dict(zip(self.params, grads)))
+        self.optimizer.step(self.params, self._gradients(x, y))
 
     @torch.no_grad()
     def statistics(self) -> torch.Tensor:
@@ -292,8 +308,8 @@ class EnsembleTrainer:
         indices = torch.arange(n).expand(self.n_members, n)
         # throwaway generators: the probe must not consume the runs' transform randomness
         x, y = self._gather(indices, [torch.Generator().manual_seed(0) for _ in range(self.n_members)])
-        loss_sum, _, count = self._batched_metrics(x, y, 0)
-        torch.autograd.grad((loss_sum / count).sum(), list(self.params.values()))
+        self._batched_metrics(x, y, 0)
+        self._gradients(x, y)
 
 
 def _has_parametrizations(module: nn.Module) -> bool:
@@ -324,6 +340,30 @@ def _cross_entropy_per_member(outputs: torch.Tensor, targets: torch.Tensor, with
         return loss_sum, None, count
     correct = ((logits.argmax(-1) == flat) & counted).reshape(n_members, -1).sum(1).to(logits.dtype)
     return loss_sum, correct, count
+
+
+def _cross_entropy_output_gradient(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``sum_s loss_sum_s / n_counted_s`` (:meth:`Task.metrics`' default) w.r.t. the logits.
+
+    For outputs (S, B, ..., C) and targets (S, B, ...): ``(softmax - one_hot(target)) /
+    n_counted_s`` on counted positions, 0 where the target is ``IGNORE_INDEX``.
+    """
+    n_members, n_classes = outputs.shape[0], outputs.shape[-1]
+    logits = outputs.reshape(-1, n_classes)
+    # PyTorch's softmax over the last dimension vectorises over the classes; for a handful
+    # of them the same softmax over the transposed view (vectorised over rows) is ~6x faster
+    grad = torch.softmax(logits.t(), 0).t() if n_classes <= _FEW_CLASSES else torch.softmax(logits, -1)
+    flat = targets.reshape(n_members, -1, 1)
+    counted = (flat != IGNORE_INDEX).to(outputs.dtype)
+    weight = counted / counted.sum(1, keepdim=True)  # 1 / n_counted_s, or 0 for an ignored position
+    grad = grad.view(n_members, -1, n_classes)
+    grad.scatter_(-1, flat.clamp(min=0), -1.0, reduce="add")
+    return grad.mul_(weight).reshape(outputs.shape)
+
+
+#: Class counts up to which a softmax runs faster over the transposed logits (measured: 2 and
+#: 10 classes gain, 100 lose).
+_FEW_CLASSES = 16
 
 
 def _fields(data: TaskData) -> tuple[torch.Tensor, ...]:

@@ -84,7 +84,10 @@ def run_id(seed: int) -> str:
 def init_model(task: Task, seed: int) -> nn.Module:
     """``task.build_model()`` under a CPU RNG seeded for ``seed`` (global RNG state restored)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init"))
+        # the model is built on the CPU, whose generator is the one it draws from;
+        # torch.manual_seed would also queue lazy seeding of every accelerator backend,
+        # each with a captured stack trace (~2 ms a call, noticeable over an ensemble)
+        torch.default_generator.manual_seed(derive_seed(seed, "init"))
         return task.build_model()
 
 
