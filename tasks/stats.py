@@ -268,7 +268,11 @@ def _median(values: torch.Tensor) -> torch.Tensor:
     lower = values.kthvalue((n + 1) // 2, dim=-1).values
     if n % 2:
         return lower.double()
-    upper = values.kthvalue(n // 2 + 1, dim=-1).values
+    # the next order statistic without a second selection pass (kthvalue is the slow part):
+    # lower itself if it fills position n/2 + 1 too, else the smallest value above it
+    repeated = (values <= lower.unsqueeze(-1)).sum(-1) > n // 2
+    above = torch.where(values > lower.unsqueeze(-1), values, torch.full_like(values, float("inf"))).amin(-1)
+    upper = torch.where(repeated, lower, above)
     return (lower.double() + upper.double()) / 2
 
 
