@@ -13,9 +13,9 @@ optimiser (:class:`FunctionalOptimizer`) mirrors ``torch.optim``'s single-tensor
 SGD / Adam / AdamW updates on the stacked tensors.
 
 Plain MLPs (``nn.Sequential`` of ``nn.Linear`` and elementwise activations) skip
-``vmap``: :mod:`tasks.stacked_mlp` runs their forward pass as batched matrix
-products on the stacked weights, which for such small models is several times
-cheaper than ``vmap``'s per-call bookkeeping.
+``vmap`` and autograd: :mod:`tasks.stacked_mlp` runs their forward and backward
+passes as batched matrix products on the stacked weights, which for such small
+models is several times cheaper than ``vmap``'s and autograd's per-call bookkeeping.
 
 Ensemble and sequential training of a seed agree up to floating-point rounding of
 the batched kernels: the tests require every recorded value to agree to 1e-5
@@ -355,7 +355,7 @@ def _cross_entropy_output_gradient(outputs: torch.Tensor, targets: torch.Tensor)
     grad = torch.softmax(logits.t(), 0).t() if n_classes <= _FEW_CLASSES else torch.softmax(logits, -1)
     flat = targets.reshape(n_members, -1, 1)
     counted = (flat != IGNORE_INDEX).to(outputs.dtype)
-    weight = counted / counted.sum(1, keepdim=True)  # 1 / n_counted_s, or 0 for an ignored position
+    weight = counted / counted.sum(1, keepdim=True).clamp_min(1)  # 1 / n_counted_s; 0 where ignored
     grad = grad.view(n_members, -1, n_classes)
     grad.scatter_(-1, flat.clamp(min=0), -1.0, reduce="add")
     return grad.mul_(weight).reshape(outputs.shape)

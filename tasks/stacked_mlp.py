@@ -30,15 +30,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-#: Supported activations: type -> (function, gradient w.r.t. its input from the upstream
-#: gradient and the activation's *output*). Exact types only: a subclass may override
-#: ``forward``. Every one of them is recoverable from its output, so the backward pass
-#: keeps one tensor per layer.
-ACTIVATIONS: dict[type[nn.Module], tuple[Callable, Callable]] = {
-    nn.Identity: (lambda h: h, lambda grad, out: grad),
-    nn.ReLU: (torch.relu, lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
-    nn.Tanh: (torch.tanh, torch.ops.aten.tanh_backward),
-    nn.Sigmoid: (torch.sigmoid, torch.ops.aten.sigmoid_backward),
+#: Supported activations: type -> (function, its in-place form, gradient w.r.t. its input
+#: from the upstream gradient and the activation's *output*). Exact types only: a
+#: subclass may override ``forward``. Each derivative is recoverable from the output, so
+#: an activation right after a linear layer overwrites that layer's output (needed by
+#: nothing else) instead of allocating another (S, N, features) tensor.
+ACTIVATIONS: dict[type[nn.Module], tuple[Callable, Callable, Callable]] = {
+    nn.Identity: (lambda h: h, lambda h: h, lambda grad, out: grad),
+    nn.ReLU: (torch.relu, torch.relu_, lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
+    nn.Tanh: (torch.tanh, torch.tanh_, torch.ops.aten.tanh_backward),
+    nn.Sigmoid: (torch.sigmoid, torch.sigmoid_, torch.ops.aten.sigmoid_backward),
 }
 
 
@@ -53,11 +54,14 @@ class StackedLayer:
         is None for an activation, ``bias`` is None for a linear layer without bias.
     activation : type or None
         A key of :data:`ACTIVATIONS`.
+    in_place : bool
+        Whether the activation may overwrite its input (it follows a linear layer).
     """
 
     weight: str | None = None
     bias: str | None = None
     activation: type[nn.Module] | None = None
+    in_place: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +134,7 @@ class StackedMLP:
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if layer.activation is not None:
-                grad = ACTIVATIONS[layer.activation][1](grad, kept[i + 1])
+                grad = ACTIVATIONS[layer.activation][2](grad, kept[i + 1])
                 continue
             grads[layer.weight] = torch.bmm(grad.transpose(1, 2), kept[i])  # lands in (S, out, in)
             if layer.bias is not None:
@@ -142,7 +146,7 @@ class StackedMLP:
     @staticmethod
     def _apply(layer: StackedLayer, params: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
         if layer.activation is not None:
-            return ACTIVATIONS[layer.activation][0](h)
+            return ACTIVATIONS[layer.activation][1 if layer.in_place else 0](h)
         weight = params[layer.weight]
         if layer.bias is None:
             return torch.bmm(h, weight.transpose(1, 2))
@@ -170,7 +174,8 @@ def stacked_mlp_plan(model: nn.Module) -> StackedMLP | None:
             layers.append(StackedLayer(weight=f"{prefix}weight", bias=bias))
             return True
         if type(module) in ACTIVATIONS:
-            layers.append(StackedLayer(activation=type(module)))
+            follows_linear = bool(layers) and layers[-1].weight is not None
+            layers.append(StackedLayer(activation=type(module), in_place=follows_linear))
             return True
         return False
 

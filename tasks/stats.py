@@ -263,17 +263,60 @@ def _split_blocks(weight: torch.Tensor, entry: SelectedParameter) -> torch.Tenso
 
 
 def _median(values: torch.Tensor) -> torch.Tensor:
-    """Median along the last dimension with numpy's convention for even counts."""
+    """Median along the last dimension with numpy's convention for even counts, in float64.
+
+    On the CPU numpy's vectorised sort is several times faster than ``torch.kthvalue``
+    (1.2 ms against 3.7 ms for 40 x 5376 float32 values, one thread) and gives both
+    middle order statistics at once; other devices use ``torch.sort``.
+    """
     n = values.shape[-1]
-    lower = values.kthvalue((n + 1) // 2, dim=-1).values
-    if n % 2:
-        return lower.double()
-    # the next order statistic without a second selection pass (kthvalue is the slow part):
-    # lower itself if it fills position n/2 + 1 too, else the smallest value above it
-    repeated = (values <= lower.unsqueeze(-1)).sum(-1) > n // 2
-    above = torch.where(values > lower.unsqueeze(-1), values, torch.full_like(values, float("inf"))).amin(-1)
-    upper = torch.where(repeated, lower, above)
-    return (lower.double() + upper.double()) / 2
+    if values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64, torch.float16):
+        ordered = torch.from_numpy(np.sort(values.numpy(), axis=-1))
+    else:
+        ordered = values.sort(dim=-1).values
+    lower, upper = ordered[..., (n - 1) // 2].double(), ordered[..., n // 2].double()
+    return (lower + upper) / 2
+
+
+def _variance(values: torch.Tensor) -> torch.Tensor:
+    """Variance along the last dimension without Bessel's correction, two-pass (float64 in and out).
+
+    Subtracting the mean first is as accurate as ``Tensor.var`` here and several
+    times faster on the CPU.
+    """
+    return (values - values.mean(-1, keepdim=True)).square_().mean(-1)
+
+
+#: Above this condition number (largest over smallest singular value) a matrix's singular
+#: values come from a direct SVD instead of its Gram matrix's eigenvalues.
+GRAM_CONDITION_LIMIT = 1e4
+
+
+def _singular_values(mats: torch.Tensor) -> torch.Tensor:
+    """Singular values of a batch of matrices, descending.
+
+    The eigenvalues of the small Gram matrix (``min(r, c)`` square) are about twice as
+    fast as ``torch.linalg.svdvals`` on the shapes of small networks. Their square roots
+    carry an absolute error of about ``eps * sigma_max**2 / sigma_i`` (1e-16 for the
+    well-conditioned weights of training runs); matrices whose condition number exceeds
+    :data:`GRAM_CONDITION_LIMIT` are recomputed with a direct SVD, which bounds the error
+    by ``eps * GRAM_CONDITION_LIMIT * sigma_max`` (about 1e-12 of ``sigma_max``).
+
+    Parameters
+    ----------
+    mats : Tensor of shape (..., r, c), float64
+
+    Returns
+    -------
+    Tensor of shape (..., min(r, c))
+    """
+    gram = mats @ mats.transpose(-2, -1) if mats.shape[-2] <= mats.shape[-1] else mats.transpose(-2, -1) @ mats
+    eig = torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0.0)  # descending
+    sv = eig.sqrt()
+    ill = sv[..., -1] * GRAM_CONDITION_LIMIT < sv[..., 0]
+    if bool(ill.any()):
+        sv[ill] = torch.linalg.svdvals(mats[ill])
+    return sv
 
 
 def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -307,9 +350,9 @@ def statistics_tensor(stacked_state: Mapping[str, torch.Tensor], selection: Para
         if not bool(finite.all()):  # the SVD would fail; those members' rows become NaN below
             mats = torch.where(finite.view(-1, 1, 1, 1), mats, torch.zeros_like(mats))
         l1.append(mats.abs().sum(dim=(-2, -1)))
-        l2.append(mats.square().sum(dim=(-2, -1)).sqrt())
         trace.append(mats.diagonal(dim1=-2, dim2=-1).sum(-1))
-        sv = torch.linalg.svdvals(mats)  # (S, G, min(r, c)), descending
+        sv = _singular_values(mats)  # (S, G, min(r, c)), descending
+        l2.append(sv.square().sum(-1).sqrt())  # ||W||_F^2 = sum of squared singular values
         spectral.append(sv[..., 0])
         singular.append(sv.reshape(sv.shape[0], -1))
     l1, l2, trace, spectral = (torch.cat(x, dim=1) for x in (l1, l2, trace, spectral))  # (S, K)
@@ -323,17 +366,18 @@ def statistics_tensor(stacked_state: Mapping[str, torch.Tensor], selection: Para
         "code_sparsity": _safe_ratio(l1, l2).mean(1),
         "mean_w": weights64.mean(1),
         "median_w": _median(weights),
-        "var_w": weights64.var(1, correction=0),
+        "var_w": _variance(weights64),
         "trace": trace.mean(1),
         "spectral": spectral.mean(1),
         "computational_sparsity": _safe_ratio(trace, spectral).mean(1),
         "mean_lambda": singular.mean(1),
-        "variance_lambda": singular.var(1, correction=0),
+        "variance_lambda": _variance(singular),
     }
     biases = [stacked_state[e.name].detach().reshape(weights.shape[0], -1) for e in selection.biases]
     if biases:
         b = torch.cat(biases, dim=1)
-        columns.update(mean_b=b.double().mean(1), median_b=_median(b), var_b=b.double().var(1, correction=0))
+        b64 = b.double()
+        columns.update(mean_b=b64.mean(1), median_b=_median(b), var_b=_variance(b64))
     else:
         zero = torch.zeros(weights.shape[0], dtype=torch.float64, device=weights.device)
         columns.update(mean_b=zero, median_b=zero, var_b=zero)

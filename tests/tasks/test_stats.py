@@ -12,6 +12,7 @@ from bayes_trainmap.schema import STATISTIC_NAMES
 from tasks.stats import (
     ParameterSelection,
     SelectedParameter,
+    _singular_values,
     default_parameter_selection,
     ensemble_weight_statistics,
     selection_from_state_dict,
@@ -157,3 +158,16 @@ def test_bad_selections_are_refused():
         SelectedParameter("w", "kernel")
     with pytest.raises(TaskError, match="nn.Module or a state dict"):
         weight_statistics([torch.ones(2, 2)])
+
+
+def test_singular_values_match_lapack_including_ill_conditioned_and_zero_matrices():
+    generator = torch.Generator().manual_seed(3)
+    mats = torch.randn(5, 3, 30, 12, dtype=torch.float64, generator=generator)
+    mats[0, 0] = mats[0, 0] @ torch.diag(torch.logspace(0, -10, 12, dtype=torch.float64))  # cond 1e10: SVD path
+    mats[1, 2] = 0.0
+    reference = np.linalg.svd(mats.numpy(), compute_uv=False)
+    for batch in (mats, mats.transpose(-2, -1)):  # tall and wide
+        values = _singular_values(batch).numpy()
+        np.testing.assert_allclose(values, reference, rtol=0, atol=1e-12)
+    # the ill-conditioned matrix's smallest singular value is right to its own scale
+    assert abs(_singular_values(mats)[0, 0, -1].item() - reference[0, 0, -1]) < 1e-18
