@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayes_trainmap.schema import OUTCOME_COLUMNS, STATISTIC_NAMES  # noqa: E402
-from tasks.ensemble import train_ensemble  # noqa: E402
-from tasks.loop import train_sequential  # noqa: E402
-from tasks.registry import get_task  # noqa: E402
+from bayes_trainmap.schema import OUTCOME_COLUMNS, STATISTIC_NAMES
+from tasks.ensemble import train_ensemble
+from tasks.loop import train_sequential
+from tasks.registry import get_task
 
 
 def main(argv: list[str] | None = None) -> int:
