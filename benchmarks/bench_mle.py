@@ -39,13 +39,13 @@ import sys
 import time
 import tracemalloc
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # both engines single-threaded BLAS
+import numba
+import numpy as np
+from hmmlearn import hmm
+from threadpoolctl import threadpool_limits
 
-import numpy as np  # noqa: E402
-from hmmlearn import hmm  # noqa: E402
-
-from inference.baum_welch import GaussianHMM  # noqa: E402
-from inference.params import HMMParams  # noqa: E402
+from inference.baum_welch import GaussianHMM
+from inference.params import HMMParams
 
 
 # The floor can make the log-likelihood dip by ~1e-9 relative at convergence, which
@@ -245,8 +245,18 @@ def main(argv=None) -> None:
     p.add_argument("--mem-iters", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", nargs="*", default=[], choices=["iteration", "sweep", "memory"])
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for both engines: numba's for ours, BLAS/OpenMP for hmmlearn's numpy "
+                        "and scipy (default: all cores; hmmlearn's C++ forward-backward is single-threaded)")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    threads = args.threads or numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(threads)
+    with threadpool_limits(limits=threads):
+        _run(args, threads)
+
+
+def _run(args, threads: int) -> None:
     if args.quick and not args.memory_child:
         args.runs, args.length, args.iters = 8, 200, 3
         args.sweep_max_k, args.restarts, args.max_iter = 4, 2, 20
@@ -257,7 +267,7 @@ def main(argv=None) -> None:
         return
 
     print(f"bench_mle: N={args.runs} runs, T={args.length}, d={args.features}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, cpus={os.cpu_count()}, "
+          f"{threads} thread(s) per engine, cpus={os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     if "iteration" not in args.skip:
         r = per_iteration(args)

@@ -8,16 +8,22 @@ The forward-backward kernel works in scaled probability space (Rabiner's
 normalised recursion): emissions are exponentiated after subtracting the per-row
 maximum, every forward vector is normalised to sum to one, and the log-likelihood
 is recovered from the normalisers. Expected transition counts are accumulated
-into one K x K array inside the backward pass, so no per-checkpoint K x K array
-is ever formed. If a normaliser underflows to zero (possible only with structural
-zeros in the transition matrix and extreme emissions) the sequence is redone by
-the log-space kernel, which cannot underflow.
+into one K x K array per sequence inside the backward pass, so no per-checkpoint
+K x K array is ever formed. If a normaliser underflows to zero (possible only with
+structural zeros in the transition matrix and extreme emissions) the sequence is
+redone by the log-space kernel, which cannot underflow.
+
+Sequences (forward-backward) and row blocks (the emission products) run in
+parallel over numba's threads (``NUMBA_NUM_THREADS``, default one per core). Every
+sum whose terms are split across threads is kept in fixed per-sequence or
+per-block parts and added up in a fixed order afterwards, so results are the same
+for any number of threads.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # Reassociation and contraction let LLVM vectorise the reductions; NaN/Inf semantics
 # are kept (log_trans may hold -inf, and underflow detection relies on them).
@@ -37,9 +43,9 @@ def _logsumexp(v):
     return m + np.log(s)
 
 
-@njit(cache=True, fastmath=_FAST)
-def forward_backward_scaled(log_b, log_start, log_trans, offsets, post, filt, xi_sum, ll, failed, b, scale):
-    """Scaled forward-backward over all sequences.
+@njit(cache=True, fastmath=_FAST, parallel=True)
+def forward_backward_scaled(log_b, log_start, log_trans, offsets, post, filt, xi_seq, ll, failed, b, scale):
+    """Scaled forward-backward over all sequences, sequences in parallel.
 
     Parameters
     ----------
@@ -47,89 +53,87 @@ def forward_backward_scaled(log_b, log_start, log_trans, offsets, post, filt, xi
     log_start : (K,) ; log_trans : (K, K).
     offsets : (N + 1,) int64 sequence boundaries.
     post, filt : (n, K) outputs: smoothed and filtered posteriors.
-    xi_sum : (K, K) output, expected transition counts summed over sequences.
+    xi_seq : (N, K, K) output, expected transition counts of each sequence (the
+        caller sums them in a fixed order, so results do not depend on the thread
+        count).
     ll : (N,) output log-likelihoods.
     failed : (N,) output flags (1 where a normaliser vanished; outputs for that
         sequence are then meaningless and the caller must redo it).
     b, scale : (n, K) and (n,) workspaces (allocated by the caller so that memory
         profilers see them): rescaled emissions and forward normalisers.
     """
-    K = log_b.shape[1]
     start = np.exp(log_start)
     trans = np.exp(log_trans)
-    beta = np.empty(K)
-    tmp = np.empty(K)
-    xi_seq = np.zeros((K, K))
-    for i in range(offsets.shape[0] - 1):
-        lo, hi = offsets[i], offsets[i + 1]
-        failed[i] = 0
-        log_norm = 0.0
-        # ---- forward: filt[t] = p(s_t | z_1:t), scale[t] = p(z_t | z_1:t-1) / e^{max}
-        for t in range(lo, hi):
-            m = log_b[t, 0]
-            for k in range(1, K):
-                if log_b[t, k] > m:
-                    m = log_b[t, k]
-            for k in range(K):
-                b[t, k] = np.exp(log_b[t, k] - m)
-            log_norm += m
-            c = 0.0
-            if t == lo:
-                for k in range(K):
-                    a = start[k] * b[t, k]
-                    filt[t, k] = a
-                    c += a
-            else:
-                for k in range(K):
-                    a = 0.0
-                    for j in range(K):
-                        a += filt[t - 1, j] * trans[j, k]
-                    a *= b[t, k]
-                    filt[t, k] = a
-                    c += a
-            if not (c > 0.0) or c == np.inf:
-                failed[i] = 1
-                break
-            inv = 1.0 / c
-            for k in range(K):
-                filt[t, k] *= inv
-            scale[t] = c
-            log_norm += np.log(c)
-        if failed[i]:
-            ll[i] = np.nan
-            continue
-        ll[i] = log_norm
-        # ---- backward: beta scaled so that post[t] = filt[t] * beta
+    for i in prange(offsets.shape[0] - 1):
+        ll[i], failed[i] = _forward_backward_one(
+            log_b, start, trans, offsets[i], offsets[i + 1], post, filt, xi_seq[i], b, scale
+        )
+
+
+@njit(cache=True, fastmath=_FAST)
+def _forward_backward_one(log_b, start, trans, lo, hi, post, filt, xi, b, scale):
+    """Scaled forward-backward of rows ``lo:hi``; returns ``(log-likelihood, failed)``."""
+    K = log_b.shape[1]
+    log_norm = 0.0
+    # ---- forward: filt[t] = p(s_t | z_1:t), scale[t] = p(z_t | z_1:t-1) / e^{max}
+    for t in range(lo, hi):
+        m = log_b[t, 0]
+        for k in range(1, K):
+            if log_b[t, k] > m:
+                m = log_b[t, k]
         for k in range(K):
-            beta[k] = 1.0
+            b[t, k] = np.exp(log_b[t, k] - m)
+        log_norm += m
+        c = 0.0
+        if t == lo:
+            for k in range(K):
+                a = start[k] * b[t, k]
+                filt[t, k] = a
+                c += a
+        else:
+            for k in range(K):
+                a = 0.0
+                for j in range(K):
+                    a += filt[t - 1, j] * trans[j, k]
+                a *= b[t, k]
+                filt[t, k] = a
+                c += a
+        if not (c > 0.0) or c == np.inf:
+            return np.nan, 1
+        inv = 1.0 / c
+        for k in range(K):
+            filt[t, k] *= inv
+        scale[t] = c
+        log_norm += np.log(c)
+    # ---- backward: beta scaled so that post[t] = filt[t] * beta
+    beta = np.ones(K)
+    tmp = np.empty(K)
+    for j in range(K):
+        for k in range(K):
+            xi[j, k] = 0.0
+    for t in range(hi - 1, lo - 1, -1):
+        s = 0.0
+        for k in range(K):
+            g = filt[t, k] * beta[k]
+            post[t, k] = g
+            s += g
+        inv = 1.0 / s
+        for k in range(K):
+            post[t, k] *= inv
+        if t == lo:
+            break
+        inv_c = 1.0 / scale[t]
+        for k in range(K):
+            tmp[k] = b[t, k] * beta[k] * inv_c
         for j in range(K):
+            acc = 0.0
+            fj = filt[t - 1, j]
             for k in range(K):
-                xi_seq[j, k] = 0.0
-        for t in range(hi - 1, lo - 1, -1):
-            s = 0.0
-            for k in range(K):
-                g = filt[t, k] * beta[k]
-                post[t, k] = g
-                s += g
-            inv = 1.0 / s
-            for k in range(K):
-                post[t, k] *= inv
-            if t == lo:
-                break
-            inv_c = 1.0 / scale[t]
-            for k in range(K):
-                tmp[k] = b[t, k] * beta[k] * inv_c
-            for j in range(K):
-                acc = 0.0
-                fj = filt[t - 1, j]
-                for k in range(K):
-                    w = trans[j, k] * tmp[k]
-                    xi_seq[j, k] += fj * w
-                    acc += w
-                beta[j] = acc
-        for j in range(K):
-            for k in range(K):
-                xi_sum[j, k] += xi_seq[j, k]
+                w = trans[j, k] * tmp[k]
+                xi[j, k] += fj * w
+                acc += w
+            beta[j] = acc
+    return log_norm, 0
 
 
 @njit(cache=True)
@@ -253,51 +257,67 @@ def ffbs_kernel(filt, log_trans, offsets, uniforms, paths):
             paths[t] = choice if choice >= 0 else last_positive
 
 
-@njit(cache=True, fastmath=_FAST)
+#: Rows per work item of the parallel emission kernels. Fixed (not derived from the
+#: thread count) so that block-wise sums, and hence results, are the same whatever the
+#: number of threads.
+ROW_BLOCK = 2048
+
+
+def n_row_blocks(n: int) -> int:
+    """Number of :data:`ROW_BLOCK` blocks covering ``n`` rows."""
+    return -(-int(n) // ROW_BLOCK)
+
+
+@njit(cache=True, fastmath=_FAST, parallel=True)
 def row_dots(F, W, out):
     """``out[t, k] = F[t] . W[k]`` for F (n, P), W (K, P): a skinny GEMM ``F @ W.T``.
 
     OpenBLAS handles these shapes (K ~ 10 output columns) poorly; a contiguous
-    vectorised dot per row is ~2x faster.
+    vectorised dot per row is ~2x faster. Row blocks run in parallel.
     """
     n, P = F.shape
     K = W.shape[0]
-    for t in range(n):
-        for k in range(K):
-            acc = 0.0
-            for p in range(P):
-                acc += F[t, p] * W[k, p]
-            out[t, k] = acc
+    for block in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
+        for t in range(block * ROW_BLOCK, min(n, (block + 1) * ROW_BLOCK)):
+            for k in range(K):
+                acc = 0.0
+                for p in range(P):
+                    acc += F[t, p] * W[k, p]
+                out[t, k] = acc
 
 
-@njit(cache=True, fastmath=_FAST)
-def weighted_column_sums(G, F, out, skip_below):
-    """``out[k, p] = sum_t G[t, k] F[t, p]``: the skinny GEMM ``G.T @ F``.
+@njit(cache=True, fastmath=_FAST, parallel=True)
+def weighted_column_sums(G, F, partial, skip_below):
+    """Block partial sums of the skinny GEMM ``G.T @ F``: ``partial[b, k, p] = sum_{t in b} G[t, k] F[t, p]``.
 
-    Weights ``|G[t, k]| <= skip_below`` are skipped. With posteriors as weights (rows
-    summing to one) and ``skip_below`` far below machine epsilon, the skipped terms
-    are smaller than the rounding error of the sum itself, while well-separated
-    states (most posteriors ~ 1e-50) cost up to K times less.
+    ``partial`` has shape (n_row_blocks(n), K, P); the caller sums it over blocks in
+    a fixed order, so the result does not depend on the thread count. Weights
+    ``|G[t, k]| <= skip_below`` are skipped. With posteriors as weights (rows summing
+    to one) and ``skip_below`` far below machine epsilon, the skipped terms are
+    smaller than the rounding error of the sum itself, while well-separated states
+    (most posteriors ~ 1e-50) cost up to K times less.
     """
     n, P = F.shape
     K = G.shape[1]
-    for k in range(K):
-        for p in range(P):
-            out[k, p] = 0.0
-    for t in range(n):
+    for block in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
+        acc = partial[block]
         for k in range(K):
-            g = G[t, k]
-            if abs(g) > skip_below:
-                for p in range(P):
-                    out[k, p] += g * F[t, p]
+            for p in range(P):
+                acc[k, p] = 0.0
+        for t in range(block * ROW_BLOCK, min(n, (block + 1) * ROW_BLOCK)):
+            for k in range(K):
+                g = G[t, k]
+                if abs(g) > skip_below:
+                    for p in range(P):
+                        acc[k, p] += g * F[t, p]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def quadratic_features(Xc, iu, ju, out):
     """``out[t] = (x_t, x_ti x_tj for (i, j) in zip(iu, ju))``, out of shape (n, d + len(iu))."""
     n, d = Xc.shape
     P = iu.shape[0]
-    for t in range(n):
+    for t in prange(n):
         for i in range(d):
             out[t, i] = Xc[t, i]
         for p in range(P):

@@ -250,11 +250,12 @@ class QuadraticFeatures:
         if self.is_torch:
             sums = (weights.T @ self.F).detach().cpu().numpy()
         else:
-            from inference._numba_kernels import weighted_column_sums
+            from inference._numba_kernels import n_row_blocks, weighted_column_sums
 
             weights = np.ascontiguousarray(weights, dtype=np.float64)
-            sums = np.empty((weights.shape[1], self.F.shape[1]))
-            weighted_column_sums(weights, self.F, sums, _NEGLIGIBLE_WEIGHT)
+            partial = np.empty((n_row_blocks(self.n), weights.shape[1], self.F.shape[1]))
+            weighted_column_sums(weights, self.F, partial, _NEGLIGIBLE_WEIGHT)
+            sums = partial.sum(0)
         d = self.d
         mass = weights.sum(0)
         mass = mass.detach().cpu().numpy() if self.is_torch else np.asarray(mass)

@@ -173,19 +173,20 @@ def _numba_forward_backward(log_b, log_start, log_trans, lengths):
     offsets = _offsets(lengths)
     post = np.empty((n, K))
     filt = np.empty((n, K))
-    xi = np.zeros((K, K))
+    xi_seq = np.empty((len(lengths), K, K))
     ll = np.empty(len(lengths))
     failed = np.zeros(len(lengths), dtype=np.int64)
     with np.errstate(divide="ignore"):
         nk.forward_backward_scaled(
-            log_b, log_start, log_trans, offsets, post, filt, xi, ll, failed,
+            log_b, log_start, log_trans, offsets, post, filt, xi_seq, ll, failed,
             np.empty((n, K)), np.empty(n),
         )
         for i in np.flatnonzero(failed):
+            xi_seq[i] = 0.0
             ll[i] = nk.forward_backward_log(
-                log_b, log_start, log_trans, offsets[i], offsets[i + 1], post, filt, xi
+                log_b, log_start, log_trans, offsets[i], offsets[i + 1], post, filt, xi_seq[i]
             )
-    return ll, post, filt, xi
+    return ll, post, filt, xi_seq.sum(0)
 
 
 def forward_backward(

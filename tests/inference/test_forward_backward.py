@@ -128,7 +128,7 @@ def test_scaled_kernel_falls_back_to_log_space_on_underflow():
     ll, post, filt, xi, paths, best = _oracle(log_b, log_start, log_trans, [3])
     assert ll < -1000
     # The scaled kernel alone reports the failure ...
-    out = [np.empty((3, 2)), np.empty((3, 2)), np.zeros((2, 2)), np.empty(1), np.zeros(1, np.int64)]
+    out = [np.empty((3, 2)), np.empty((3, 2)), np.zeros((1, 2, 2)), np.empty(1), np.zeros(1, np.int64)]
     nk.forward_backward_scaled(
         log_b, log_start, log_trans, np.array([0, 3]), *out, np.empty((3, 2)), np.empty(3)
     )
@@ -224,3 +224,29 @@ def test_bad_shapes_and_backend_raise():
         viterbi(log_b, np.zeros(3), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="backend must be one of"):
         forward_backward(log_b, np.log([0.5, 0.5]), np.zeros((2, 2)), backend="cuda")
+
+
+def test_numba_results_do_not_depend_on_the_thread_count():
+    """Parallel kernels keep per-sequence / per-block parts and add them in a fixed order."""
+    import numba
+
+    from inference.emissions import QuadraticFeatures
+
+    rng = np.random.default_rng(11)
+    lengths = [300, 7, 1200, 45, 2600]
+    log_b, log_start, log_trans = _random_hmm(rng, 5, sum(lengths))
+    X = rng.normal(size=(sum(lengths), 4))
+    design = QuadraticFeatures(X, "full")
+    means, covars = rng.normal(size=(5, 4)), np.stack([np.eye(4) * (1 + k) for k in range(5)])
+    before = numba.get_num_threads()
+    outputs = []
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            fb = forward_backward(log_b, log_start, log_trans, lengths, backend="numba")
+            outputs.append((fb.log_likelihood, fb.posteriors, fb.expected_transitions,
+                            design.log_likelihood(means, covars), *design.weighted_moments(fb.posteriors)))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(outputs[0], outputs[-1]):
+        np.testing.assert_array_equal(a, b)
