@@ -269,11 +269,13 @@ def n_row_blocks(n: int) -> int:
 
 
 @njit(cache=True, fastmath=_FAST, parallel=True)
-def row_dots(F, W, out):
-    """``out[t, k] = F[t] . W[k]`` for F (n, P), W (K, P): a skinny GEMM ``F @ W.T``.
+def row_dots(F, W, const, out):
+    """``out[t, k] = -0.5 (F[t] . W[k] + const[k])`` for F (n, P), W (K, P), const (K,).
 
-    OpenBLAS handles these shapes (K ~ 10 output columns) poorly; a contiguous
-    vectorised dot per row is ~2x faster. Row blocks run in parallel.
+    The skinny GEMM ``F @ W.T`` of the emission log-densities, with their per-state
+    constant and factor folded in. OpenBLAS handles these shapes (K ~ 10 output
+    columns) poorly; a contiguous vectorised dot per row is ~2x faster. Row blocks
+    run in parallel.
     """
     n, P = F.shape
     K = W.shape[0]
@@ -283,14 +285,15 @@ def row_dots(F, W, out):
                 acc = 0.0
                 for p in range(P):
                     acc += F[t, p] * W[k, p]
-                out[t, k] = acc
+                out[t, k] = -0.5 * (acc + const[k])
 
 
 @njit(cache=True, fastmath=_FAST, parallel=True)
-def weighted_column_sums(G, F, partial, skip_below):
+def weighted_column_sums(G, F, partial, partial_mass, skip_below):
     """Block partial sums of the skinny GEMM ``G.T @ F``: ``partial[b, k, p] = sum_{t in b} G[t, k] F[t, p]``.
 
-    ``partial`` has shape (n_row_blocks(n), K, P); the caller sums it over blocks in
+    ``partial`` has shape (n_row_blocks(n), K, P) and ``partial_mass`` (n_row_blocks(n),
+    K) receives the blocks' column sums of ``G``; the caller sums both over blocks in
     a fixed order, so the result does not depend on the thread count. Weights
     ``|G[t, k]| <= skip_below`` are skipped. With posteriors as weights (rows summing
     to one) and ``skip_below`` far below machine epsilon, the skipped terms are
@@ -301,13 +304,16 @@ def weighted_column_sums(G, F, partial, skip_below):
     K = G.shape[1]
     for block in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
         acc = partial[block]
+        mass = partial_mass[block]
         for k in range(K):
+            mass[k] = 0.0
             for p in range(P):
                 acc[k, p] = 0.0
         for t in range(block * ROW_BLOCK, min(n, (block + 1) * ROW_BLOCK)):
             for k in range(K):
                 g = G[t, k]
                 if abs(g) > skip_below:
+                    mass[k] += g
                     for p in range(P):
                         acc[k, p] += g * F[t, p]
 

@@ -221,13 +221,13 @@ class QuadraticFeatures:
             log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)
         weights = np.ascontiguousarray(np.concatenate([-2.0 * lin, quad_w], axis=1))
         const = d * _LOG_2PI + log_det + np.einsum("ki,ki->k", lin, mu)
-        if self.is_torch:
-            out = self.F @ self._as_data_kind(weights.T)
-        else:
+        if not self.is_torch:
             from inference._numba_kernels import row_dots
 
             out = np.empty((self.n, means.shape[0]))
-            row_dots(self.F, weights, out)
+            row_dots(self.F, weights, np.ascontiguousarray(const), out)
+            return out
+        out = self.F @ self._as_data_kind(weights.T)
         out += self._as_data_kind(const)
         out *= -0.5
         return out
@@ -249,16 +249,16 @@ class QuadraticFeatures:
         """
         if self.is_torch:
             sums = (weights.T @ self.F).detach().cpu().numpy()
+            mass = weights.sum(0).detach().cpu().numpy()
         else:
             from inference._numba_kernels import n_row_blocks, weighted_column_sums
 
             weights = np.ascontiguousarray(weights, dtype=np.float64)
-            partial = np.empty((n_row_blocks(self.n), weights.shape[1], self.F.shape[1]))
-            weighted_column_sums(weights, self.F, partial, _NEGLIGIBLE_WEIGHT)
-            sums = partial.sum(0)
+            blocks, K = n_row_blocks(self.n), weights.shape[1]
+            partial, partial_mass = np.empty((blocks, K, self.F.shape[1])), np.empty((blocks, K))
+            weighted_column_sums(weights, self.F, partial, partial_mass, _NEGLIGIBLE_WEIGHT)
+            sums, mass = partial.sum(0), partial_mass.sum(0)
         d = self.d
-        mass = weights.sum(0)
-        mass = mass.detach().cpu().numpy() if self.is_torch else np.asarray(mass)
         safe = np.maximum(mass, np.finfo(float).tiny)[:, None]
         first = sums[:, :d] / safe  # centred means
         second = sums[:, d:] / safe
