@@ -58,3 +58,21 @@ def test_map_fit_has_no_posterior_and_bad_options_are_rejected(planted):
         fit_svi(planted.Z, planted.lengths, planted.truth, guide="flows")
     with pytest.raises(ValueError, match="lengths must be positive"):
         fit_map(planted.Z, planted.lengths[:-1], planted.truth)
+
+
+def test_tail_average_keeps_the_mean_of_the_last_complete_window():
+    import torch
+
+    from inference.bayes_fit import _TailAverage
+
+    module = torch.nn.Linear(2, 1)
+    tail = _TailAverage(window=3)
+    tail.apply(module)  # before a full window: nothing to apply
+    iterates = [float(v) for v in range(1, 9)]  # windows (1, 2, 3), (4, 5, 6); 7, 8 incomplete
+    for value in iterates:
+        with torch.no_grad():
+            module.weight.fill_(value)
+            module.bias.fill_(-value)
+        tail.add(module)
+    tail.apply(module)
+    assert torch.all(module.weight == 5.0) and torch.all(module.bias == -5.0)
