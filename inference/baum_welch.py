@@ -33,7 +33,6 @@ so that it can be entered again.
 
 from __future__ import annotations
 
-import contextlib
 
 import logging
 import numbers
@@ -320,8 +319,7 @@ class GaussianHMM:
         for restart in range(int(self.n_restarts)):
             seed = int(rng.integers(2**31 - 1))
             init = self._initial_params(X, pooled, seed, names)
-            with _blas_threads_for(dev):
-                result = self._em(X, design, lengths, init, pooled, backend)
+            result = self._em(X, design, lengths, init, pooled, backend)
             restart_lls.append(result["log_likelihood"])
             logger.debug(
                 "K=%d restart %d: log-likelihood %.6f after %d iterations",
@@ -534,21 +532,6 @@ class GaussianHMM:
         noise = rng.standard_normal((n_samples, params.n_features))
         X = params.means[states] + np.einsum("tij,tj->ti", chol[states], noise)
         return X, states
-
-
-def _blas_threads_for(device):
-    """Context for EM's BLAS calls: one thread on the CPU path, unchanged on torch devices.
-
-    On the CPU, EM's work is in numba kernels that use every core; its BLAS calls are
-    K small (d x d) factorisations, which a multi-threaded BLAS does not speed up but
-    whose spinning worker threads compete with numba's for the cores (measured: 20 ms
-    instead of 14 ms per iteration at N=40, T=1000, d=14, K=6 on 2 cores).
-    """
-    if device is not None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _torch():
