@@ -93,7 +93,7 @@ def population_coefficients(opts, n_states: int) -> np.ndarray:
     the coefficient in a data set's SD units.
     """
     sim = simulate_training_runs(**_simulation_settings(opts.population, opts.length, opts.features),
-                                 random_state=opts.first_seed - 1)
+                                 random_state=opts.population_seed)
     occ = occupancy(sim.true_paths, sim.lengths, n_states)
     ok = np.isfinite(sim.convergence_steps)
     return np.linalg.lstsq(occ[ok], sim.convergence_steps[ok], rcond=None)[0]
@@ -190,6 +190,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--restarts", type=int, default=5, help="MLE restarts (the selection's default)")
     parser.add_argument("--population", type=int, default=5000,
                         help="runs simulated for the population regression coefficients")
+    parser.add_argument("--population-seed", type=int, default=999,
+                        help="seed of that simulation (fixed, so that runs split by --first-seed share it)")
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--features", type=int, default=3)
     parser.add_argument("--draws", type=int, default=200)

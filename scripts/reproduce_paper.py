@@ -223,6 +223,17 @@ def comparison(name: str, fits: dict[str, Path]) -> dict:
     return {"setting": name, "paper_setting": SETTINGS[name]["paper"], "paper": PAPER[SETTINGS[name]["paper"]], "ours": ours}
 
 
+def _r_squared_text(o: dict, detailed: bool) -> str:
+    """R² of one fit, with its posterior interval when there is one (median and mass if ``detailed``)."""
+    text = _num(o["table1"]["r_squared"])
+    ri = o["r_squared_interval"]
+    if not ri:
+        return text
+    if detailed:
+        return text + f" (posterior median {_num(ri['median'])}, {int(100 * o['interval'])}% [{_num(ri['lo'])}, {_num(ri['hi'])}])"
+    return text + f" [{_num(ri['lo'], 2)}, {_num(ri['hi'], 2)}]"
+
+
 def render_comparison(c: dict) -> str:
     paper = c["paper"]
     lines = [f"### {c['setting']} (paper: {c['paper_setting']})", ""]
@@ -232,10 +243,7 @@ def render_comparison(c: dict) -> str:
     lines.append(f"| paper | {k_paper} | {_num(t['r_squared'])} | {_num(t['p_value'])} | {_num(t['dissimilarity'])} | {_num(t['forking'])} | not reported |")
     for mode, o in c["ours"].items():
         t = o["table1"]
-        r2 = _num(t["r_squared"])
-        if o["r_squared_interval"]:
-            ri = o["r_squared_interval"]
-            r2 += f" (posterior median {_num(ri['median'])}, {int(100 * o['interval'])}% [{_num(ri['lo'])}, {_num(ri['hi'])}])"
+        r2 = _r_squared_text(o, detailed=True)
         lines.append(
             f"| ours, {mode} | {o['n_states']} | {r2} | {_num(t['p_value'])} | {_num(t['dissimilarity'])} | "
             f"{_num(t['forking'])} | {o['n_converged']} of {o['n_runs']} (threshold {o['threshold']}) |"
@@ -285,10 +293,7 @@ def render_summary(comparisons: list[dict]) -> str:
         paper = f"{k_paper}, {_num(p1['r_squared'])}, {_num(p1['p_value'])}, {_num(p1['dissimilarity'])}, {_num(p1['forking'])}"
         for mode, o in c["ours"].items():
             t = o["table1"]
-            r2 = _num(t["r_squared"])
-            if o["r_squared_interval"]:
-                ri = o["r_squared_interval"]
-                r2 += f" [{_num(ri['lo'], 2)}, {_num(ri['hi'], 2)}]"
+            r2 = _r_squared_text(o, detailed=False)
             detours = ", ".join(str(k) for k in o["detour_states"]) or "none"
             rows.append(
                 f"| {c['setting']} ({c['paper_setting']}) | {mode} | {o['n_states']} | {r2} | {_num(t['p_value'])} | "

@@ -21,6 +21,17 @@ PAPER_SETTINGS = [
 ]
 
 
+def _run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], check=False, capture_output=True, text=True, cwd=REPO)
+
+
+def _printed_commands(*args: str) -> list[str]:
+    """The ``+ command`` lines a successful run of the driver prints."""
+    done = _run_script(*args)
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if line.startswith("+ ")]
+
+
 @pytest.fixture(scope="module")
 def driver():
     spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
@@ -48,14 +59,7 @@ def test_settings_resolve_to_real_tasks_and_variants(driver):
 
 @pytest.mark.parametrize("name", ["cifar100_destabilized", "modular_addition_reduced_stabilized"])
 def test_dry_run_prints_collect_fit_and_report_commands(name, tmp_path):
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), name, "--dry-run", "--runs", str(tmp_path / "r"), "--fits", str(tmp_path / "f")],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    ).stdout
-    lines = [line for line in out.splitlines() if line.startswith("+ ")]
+    lines = _printed_commands(name, "--dry-run", "--runs", str(tmp_path / "r"), "--fits", str(tmp_path / "f"))
     assert len(lines) == 3  # collect, then fit (with its report) for mle and svi
     assert "collect" in lines[0] and f"--out {tmp_path / 'r' / name}" in lines[0]
     assert "--mode mle" in lines[1] and "--mode svi" in lines[2]
@@ -71,19 +75,10 @@ def test_demo_fits_the_shipped_set_without_collecting(driver):
     for name, setting in driver.SETTINGS.items():
         if "demo" in setting:
             assert (driver.REPO / setting["demo"] / "collection.json").is_file(), name
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), "digits", "--demo", "--dry-run", "--modes", "mle"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    ).stdout
-    lines = [line for line in out.splitlines() if line.startswith("+ ")]
+    lines = _printed_commands("digits", "--demo", "--dry-run", "--modes", "mle")
     assert len(lines) == 1 and "bayes_trainmap/demo_data/digits" in lines[0] and " fit " in lines[0]
 
 
 def test_demo_is_refused_where_no_set_is_shipped():
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "cifar100", "--demo", "--dry-run"], check=False, capture_output=True, text=True, cwd=REPO
-    )
+    done = _run_script("cifar100", "--demo", "--dry-run")
     assert done.returncode == 2 and "no demo set is shipped for cifar100" in done.stderr
