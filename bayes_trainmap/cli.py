@@ -17,11 +17,16 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from bayes_trainmap.core.version import __version__
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.executors import add_executor_arguments, executor_from_args
+from bayes_trainmap.core.version import __version__
+from bayes_trainmap.fitting.config import BAYES_OPTION_NAMES, MODES, FitConfig
+from bayes_trainmap.inference.params import COVARIANCE_TYPES
 
 __all__ = ["build_parser", "main"]
+
+#: The defaults every ``fit`` option shows in ``--help``.
+DEFAULTS = FitConfig()
 
 #: Exit status for bad input or configuration (argparse uses the same).
 EXIT_USAGE = 2
@@ -72,12 +77,14 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="feature columns, space or comma separated (default: the weight statistics present)",
     )
-    data.add_argument("--window", type=int, default=1000, help="z-score window in checkpoints (default: %(default)s)")
-    data.add_argument("--val-fraction", type=float, default=0.2, help="share of runs held out (default: %(default)s)")
+    data.add_argument("--window", type=int, default=DEFAULTS.window, help="z-score window in checkpoints (default: %(default)s)")
+    data.add_argument(
+        "--val-fraction", type=float, default=DEFAULTS.val_fraction, help="share of runs held out (default: %(default)s)"
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--mode", choices=("mle", "map", "svi"), default="mle", help="inference mode (default: %(default)s)"
+        "--mode", choices=MODES, default=DEFAULTS.mode, help="inference mode (default: %(default)s)"
     )
     model.add_argument(
         "--states",
@@ -85,12 +92,21 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="auto|K|A-B",
         help="number of hidden states: 'auto' (1-8, by held-out BIC), K, or a range A-B (default: %(default)s)",
     )
-    model.add_argument("--restarts", type=int, default=5, help="Baum-Welch restarts per K (default: %(default)s)")
-    model.add_argument("--covariance", choices=("full", "diag"), default="full", help="(default: %(default)s)")
-    model.add_argument("--n-iter", type=int, default=100, help="maximum EM iterations (default: %(default)s)")
-    model.add_argument("--tol", type=float, default=1e-4, help="EM convergence tolerance (default: %(default)s)")
-    model.add_argument("--device", default="cpu", metavar="auto|cpu|cuda", help="(default: %(default)s)")
-    model.add_argument("--seed", type=int, default=0, help="seed of the run split and restarts (default: %(default)s)")
+    model.add_argument(
+        "--n-restarts", "--restarts", type=int, dest="n_restarts", default=DEFAULTS.n_restarts,
+        help="Baum-Welch restarts per K (default: %(default)s; --restarts is the deprecated spelling)",
+    )
+    model.add_argument(
+        "--covariance-type", "--covariance", dest="covariance_type", choices=COVARIANCE_TYPES,
+        default=DEFAULTS.covariance_type, help="emission covariance (default: %(default)s)",
+    )
+    model.add_argument("--n-iter", type=int, default=DEFAULTS.n_iter, help="maximum EM iterations (default: %(default)s)")
+    model.add_argument("--tol", type=float, default=DEFAULTS.tol, help="EM convergence tolerance (default: %(default)s)")
+    model.add_argument("--device", default=DEFAULTS.device, metavar="auto|cpu|cuda[:N]", help="(default: %(default)s)")
+    model.add_argument(
+        "--random-state", "--seed", type=int, dest="random_state", default=DEFAULTS.random_state,
+        help="seed of the run split, the restarts and the baselines (default: %(default)s)",
+    )
 
     bayes = parser.add_argument_group("Bayesian modes (map, svi)")
     bayes.add_argument("--draws", type=int, help="posterior draws for the credible intervals")
@@ -161,47 +177,49 @@ def _default_out(args: argparse.Namespace, ts) -> Path:
     return Path("fits") / f"{name or 'data'}-{args.mode}"
 
 
+def _fit_config(args: argparse.Namespace) -> FitConfig:
+    bayes = {k: getattr(args, k) for k in BAYES_OPTION_NAMES if getattr(args, k) is not None}
+    return FitConfig(
+        mode=args.mode,
+        states=args.states,
+        n_restarts=args.n_restarts,
+        covariance_type=args.covariance_type,
+        features=tuple(_features_arg(args.features)) if args.features else None,
+        device=args.device,
+        random_state=args.random_state,
+        val_fraction=args.val_fraction,
+        window=args.window,
+        n_iter=args.n_iter,
+        tol=args.tol,
+        outcome=args.outcome,
+        threshold=args.threshold,
+        task=args.task,
+        bayes_options=bayes,
+    )
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     # lazily: the pipeline imports torch and pyro, which `tasks` and `--help` do not need
     from bayes_trainmap import data
     from bayes_trainmap.data.fitdir import check_output_dir
-    from bayes_trainmap.fitting import pipeline
-    from bayes_trainmap.report import build as report
+    from bayes_trainmap.fitting.pipeline import fit
+    from bayes_trainmap.report import render_terminal
 
+    config = _fit_config(args)  # every option is checked before any work starts
     if args.out:
-        check_output_dir(args.out)  # fail before the (long) fit, not after
+        check_output_dir(args.out)
     ts = data.load_trajectories(args.data) if args.data else data.demo_trajectories(args.demo)
     out = check_output_dir(args.out or _default_out(args, ts))
-    bayes_options = {k: getattr(args, k) for k in ("draws", "steps", "lr", "guide") if getattr(args, k) is not None}
     with executor_from_args(args) as executor:
-        result = pipeline.fit(
-            ts,
-            mode=args.mode,
-            states=args.states,
-            restarts=args.restarts,
-            covariance=args.covariance,
-            features=_features_arg(args.features) if args.features else None,
-            device=args.device,
-            seed=args.seed,
-            val_fraction=args.val_fraction,
-            window=args.window,
-            n_iter=args.n_iter,
-            tol=args.tol,
-            outcome=args.outcome,
-            threshold=args.threshold,
-            task=args.task,
-            progress=not args.quiet,
-            bayes_options=bayes_options,
-            executor=executor,
-        )
-    options = {k: v for k, v in vars(args).items() if k != "handler"}
-    pipeline.write_fit_dir(result, out, extra_config=options, report=not args.no_report)
+        result = fit(ts, config, executor=executor, progress=not args.quiet)
+    cli = {k: v for k, v in vars(args).items() if k != "handler"}
+    result.save(out, report=not args.no_report, cli=cli)
     if not args.quiet:
-        print(pipeline.render_summary(result.summary()))
+        print(result.render())
         html = out / "report.html"
         if html.is_file():
             print()
-            print(report.render_terminal(out))
+            print(render_terminal(out))
             print(f"report: {html}")
         print(f"fit directory: {out}")
     return 0
@@ -209,17 +227,27 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     # lazily, as in _cmd_fit
-    from bayes_trainmap.data.fitdir import load_fit_dir
-    from bayes_trainmap.fitting import pipeline
-    from bayes_trainmap.report import build as report
+    from bayes_trainmap.core.storage import write_json
+    from bayes_trainmap.data.fitdir import ANALYSIS_FILE, load_fit_dir, update_manifest
+    from bayes_trainmap.report import (
+        load_analysis,
+        render_summary,
+        render_terminal,
+        write_report,
+    )
 
     fit_dir = load_fit_dir(args.fit_dir)
-    html = pipeline.write_report(fit_dir.path)
+    fit_dir.params  # the model must load, even when analysis.json makes it unnecessary
+    analysis = load_analysis(fit_dir.path)
+    if fit_dir.analysis is None:  # recomputed: keep it beside the report it renders
+        write_json(fit_dir.path / ANALYSIS_FILE, analysis.to_dict())
+        update_manifest(fit_dir.path, [fit_dir.path / ANALYSIS_FILE])
+    html = write_report(fit_dir.path, analysis=analysis)["html"]
     if not args.quiet:
-        print(pipeline.render_summary(fit_dir.summary))
+        print(render_summary(fit_dir.summary))
         print()
-        print(report.render_terminal(fit_dir.path))
-        print(f"report: {html}")
+        print(render_terminal(fit_dir.path))
+    print(f"report: {html}")
     return 0
 
 

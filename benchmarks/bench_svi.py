@@ -47,7 +47,8 @@ from pyro.infer.autoguide import AutoNormal  # noqa: E402
 from pyro.infer.autoguide.initialization import init_to_value  # noqa: E402
 
 from bayes_trainmap.inference.baum_welch import GaussianHMM  # noqa: E402
-from bayes_trainmap.inference.bayes_fit import fit_svi, resolve_device  # noqa: E402
+from bayes_trainmap.core.device import resolve_device  # noqa: E402
+from bayes_trainmap.inference.bayes_fit import fit_svi  # noqa: E402
 from bayes_trainmap.inference.bayes_model import (  # noqa: E402
     HMMPrior,
     _sample_parameters,

@@ -43,7 +43,7 @@ import numpy as np
 from .emissions import QuadraticFeatures, gaussian_log_likelihood
 from .errors import ModelSizeError
 from .forward_backward import check_lengths, forward_backward, log_likelihood, viterbi
-from .params import COVARIANCE_TYPES, HMMParams
+from .params import COVARIANCE_TYPES, HMMParams, bic
 
 __all__ = ["GaussianHMM", "EmptyStateWarning", "NotFittedError"]
 
@@ -499,7 +499,7 @@ class GaussianHMM:
     def bic(self, X, lengths=None) -> float:
         """Bayesian information criterion ``-2 log p(X) + p ln(n)``, n = checkpoints in X."""
         n = self._validate_X(X, lengths, self._check_fitted().n_features)[0].shape[0]
-        return -2.0 * self.score(X, lengths) + self.n_parameters() * np.log(n)
+        return bic(self.score(X, lengths), self.n_parameters(), n)
 
     def aic(self, X, lengths=None) -> float:
         """Akaike information criterion ``-2 log p(X) + 2 p``."""

@@ -30,7 +30,6 @@ from .bayes_fit import (
     auto_guide,
     fit_map,
     fit_svi,
-    resolve_device,
 )
 from .bayes_likelihood import (
     hmm_log_likelihood,
@@ -63,6 +62,5 @@ __all__ = [
     "pad_sequences",
     "params_from_sites",
     "reference_log_likelihood",
-    "resolve_device",
     "sites_from_params",
 ]

@@ -45,7 +45,6 @@ __all__ = [
     "BayesianFit",
     "fit_map",
     "fit_svi",
-    "resolve_device",
     "GUIDES",
     "DEFAULT_GUIDE",
     "MAX_FULL_RANK",
@@ -72,10 +71,8 @@ def auto_guide(n_states: int, n_features: int, covariance_type: str) -> str:
     return DEFAULT_GUIDE if dim <= MAX_FULL_RANK else "lowrank"
 
 
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _as_device(device: str | torch.device) -> torch.device:
+    """A concrete torch device (``"auto"`` is resolved by the caller)."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
@@ -152,7 +149,7 @@ class BayesianFit:
 
 
 def _prepare(Z, lengths, device):
-    device = resolve_device(device)
+    device = _as_device(device)
     Z = torch.as_tensor(np.asarray(Z) if not isinstance(Z, torch.Tensor) else Z)
     Z = Z.to(device=device, dtype=torch.float64)
     lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.int64)

@@ -39,7 +39,7 @@ import torch
 from pyro.distributions import constraints
 
 from .bayes_likelihood import hmm_log_likelihood, pad_sequences
-from .params import HMMParams
+from .params import COVARIANCE_TYPES, HMMParams
 
 __all__ = [
     "HMMPrior",
@@ -53,7 +53,7 @@ __all__ = [
     "pad_sequences",
 ]
 
-_COVARIANCE_TYPES = ("full", "diag")
+_COVARIANCE_TYPES = COVARIANCE_TYPES
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from ._numba_kernels import (
     row_dots,
     weighted_column_sums,
 )
+from .params import COVARIANCE_TYPES
 
 __all__ = ["gaussian_log_likelihood"]
 
@@ -53,7 +54,7 @@ def gaussian_log_likelihood(X, means, covars, covariance_type: str = "full"):
     ValueError
         If shapes disagree or a covariance is not positive definite.
     """
-    if covariance_type not in ("full", "diag"):
+    if covariance_type not in COVARIANCE_TYPES:
         raise ValueError(f"covariance_type must be 'full' or 'diag', got {covariance_type!r}")
     if _is_torch(X):
         return _torch_log_likelihood(X, means, covars, covariance_type)
@@ -162,7 +163,7 @@ class QuadraticFeatures:
     """
 
     def __init__(self, X, covariance_type: str = "full"):
-        if covariance_type not in ("full", "diag"):
+        if covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be 'full' or 'diag', got {covariance_type!r}")
         self.covariance_type = covariance_type
         self.is_torch = _is_torch(X)

@@ -13,6 +13,7 @@ writes in shortest round-trip form, so a save/load cycle is bit-exact) or as NPZ
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -164,9 +165,7 @@ class HMMParams:
 
         ``(K-1) + K(K-1) + K d`` plus ``K d(d+1)/2`` (full) or ``K d`` (diag).
         """
-        K, d = self.n_states, self.n_features
-        cov = K * d * (d + 1) // 2 if self.covariance_type == "full" else K * d
-        return (K - 1) + K * (K - 1) + K * d + cov
+        return n_free_parameters(self.n_states, self.n_features, self.covariance_type)
 
     def permute(self, order) -> HMMParams:
         """Relabel the states: new state ``i`` is old state ``order[i]``.
@@ -247,26 +246,25 @@ class HMMParams:
     def save(self, path: str | os.PathLike) -> Path:
         """Write to ``path`` as JSON (``.json``) or NPZ (``.npz``); returns the path.
 
-        The file is written to a temporary sibling and renamed into place.
+        The write is not atomic; the fit directory is written in a staging directory
+        that is renamed into place, and :func:`bayes_trainmap.core.storage.write_bytes_atomic`
+        takes :meth:`to_bytes` for a single atomic file.
         """
         path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in (".json", ".npz"):
-            raise ValueError(f"HMMParams can be saved as .json or .npz, got {path.name!r}")
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
-        try:
-            if suffix == ".json":
-                tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
-            else:
-                meta = {k: v for k, v in self.to_dict().items() if k not in _ARRAY_FIELDS}
-                arrays = {n: getattr(self, n) for n in _ARRAY_FIELDS}
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        path.write_bytes(self.to_bytes(path.suffix))
         return path
+
+    def to_bytes(self, suffix: str = ".json") -> bytes:
+        """The file content of :meth:`save` for ``suffix`` ``".json"`` or ``".npz"``."""
+        suffix = suffix.lower()
+        if suffix == ".json":
+            return json.dumps(self.to_dict(), indent=1, allow_nan=False).encode()
+        if suffix != ".npz":
+            raise ValueError(f"HMMParams can be saved as .json or .npz, got {suffix!r}")
+        meta = {k: v for k, v in self.to_dict().items() if k not in _ARRAY_FIELDS}
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.array(json.dumps(meta)), **{n: getattr(self, n) for n in _ARRAY_FIELDS})
+        return buffer.getvalue()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> HMMParams:
@@ -289,6 +287,24 @@ class HMMParams:
                     data[name] = npz[name]
             return cls.from_dict(data)
         raise ValueError(f"HMMParams files end in .json or .npz, got {path.name!r}")
+
+
+def n_free_parameters(n_states: int, n_features: int, covariance_type: str = "full") -> int:
+    """Free parameters ``p`` of a K-state Gaussian HMM with d features.
+
+    ``(K-1)`` initial probabilities, ``K(K-1)`` transition probabilities, ``K d``
+    means and ``K d(d+1)/2`` (full) or ``K d`` (diag) covariance entries.
+    """
+    k, d = int(n_states), int(n_features)
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
+    cov = k * d * (d + 1) // 2 if covariance_type == "full" else k * d
+    return (k - 1) + k * (k - 1) + k * d + cov
+
+
+def bic(log_likelihood: float, n_parameters: int, n_observations: int) -> float:
+    """Bayesian information criterion ``-2 log L + p ln(n)`` (n: checkpoints scored)."""
+    return -2.0 * float(log_likelihood) + int(n_parameters) * float(np.log(n_observations))
 
 
 def _check_stochastic(name: str, rows: np.ndarray) -> None:

@@ -19,22 +19,22 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bayes_trainmap.core.errors import TaskError
 from bayes_trainmap.core import storage
+from bayes_trainmap.core.device import resolve_device
+from bayes_trainmap.core.errors import TaskError
 from bayes_trainmap.core.executors import Executor, LocalExecutor, TaskResult, execute
 from bayes_trainmap.core.version import __version__
 
 from .base import Task
 from .ensemble import train_ensemble
-from .loop import RunResult, resolve_device, run_id, train_sequential
+from .loop import RunResult, run_id, train_sequential
 from .registry import get_task
-from .trajectory_io import TEMP_PREFIX, read_run, write_run
+from .trajectory_io import read_run, write_run
 
 logger = logging.getLogger(__name__)
 
@@ -100,14 +100,7 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "
 
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    storage.write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def _check_manifest(task: Task, out: Any, manifest: Mapping[str, Any]) -> list[int]:
@@ -188,7 +181,7 @@ def prepare_directory(task: Task, out: str | os.PathLike, seeds: list[int]) -> P
         _write_json_atomic(manifest_path, _manifest_payload(task, [*known_seeds, *seeds]))
     except OSError as exc:
         raise TaskError(f"output directory {out} is not writable: {exc.strerror or exc}") from exc
-    for stale in out.glob(f"{TEMP_PREFIX}*"):
+    for stale in out.glob(f"{storage.TEMP_PREFIX}*"):
         logger.info("removing %s left by an interrupted write", stale)
         stale.unlink(missing_ok=True)
     return out
@@ -336,7 +329,7 @@ def collect(
         raise TaskError(f"ensemble_size must be >= 1, got {ensemble_size}")
     executor = executor if executor is not None else LocalExecutor()
     if isinstance(executor, LocalExecutor):
-        resolve_device(device)  # refuse a bad or missing device before any work starts
+        resolve_device(device, error=TaskError)  # refuse a bad or missing device before any work starts
     out = prepare_directory(configured, out, seed_list)
 
     skipped = finished_seeds(out, seed_list)
@@ -407,7 +400,7 @@ def train_group(
     The work item :func:`collect` hands to its executor. It runs wherever the executor
     puts it; the device is resolved there, so a Ray task uses the GPU Ray assigned it.
     """
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, error=TaskError)
     if ensemble:
         return train_ensemble(task, seeds, device=torch_device, progress=progress)
     return [train_sequential(task, seed, device=torch_device, progress=progress) for seed in seeds]

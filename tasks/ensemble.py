@@ -40,6 +40,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from bayes_trainmap.core.device import resolve_device
+from bayes_trainmap.core.errors import TaskError
 from bayes_trainmap.core.schema import OUTCOME_COLUMNS
 
 from .base import IGNORE_INDEX, OptimizerSpec, Task, TaskData
@@ -49,7 +51,6 @@ from .loop import (
     drive,
     evaluation_sets,
     init_model,
-    resolve_device,
     task_transforms_batches,
     train_sequential,
 )
@@ -397,7 +398,7 @@ def train_ensemble(
     seeds = [int(s) for s in seeds]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
-    device = resolve_device(device)
+    device = resolve_device(device, error=TaskError)
     if task.data_depends_on_seed:
         data = [task.build_data(s) for s in seeds]
     else:

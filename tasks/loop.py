@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bayes_trainmap.core.device import resolve_device
 from bayes_trainmap.core.errors import TaskError
 from bayes_trainmap.core.schema import (
     EPOCH_COLUMN,
@@ -62,19 +63,6 @@ def derive_seed(seed: int, purpose: str) -> int:
         raise ValueError(f"unknown seed purpose {purpose!r}; expected one of {', '.join(_PURPOSES)}")
     state = np.random.SeedSequence([int(seed), _PURPOSES[purpose]]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA -> ``TaskError``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise TaskError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise TaskError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
 
 
 def run_id(seed: int) -> str:
@@ -347,7 +335,7 @@ def train_sequential(
     progress : bool
         Show a tqdm bar over steps.
     """
-    device = resolve_device(device)
+    device = resolve_device(device, error=TaskError)
     if data is None:
         data = task.build_data(seed if task.data_depends_on_seed else 0)
     trainer = ModuleTrainer(task, seed, data, device)

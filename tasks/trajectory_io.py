@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bayes_trainmap.core.errors import TaskError
 from bayes_trainmap.core import storage
+from bayes_trainmap.core.errors import TaskError
 from bayes_trainmap.core.schema import (
     EPOCH_COLUMN,
     OUTCOME_COLUMNS,
@@ -34,8 +33,6 @@ from bayes_trainmap.core.schema import (
 #: Column order of a run written by this package (outcomes beyond these follow).
 BASE_COLUMNS: tuple[str, ...] = (RUN_COLUMN, SEED_COLUMN, STEP_COLUMN, EPOCH_COLUMN, *STATISTIC_NAMES, *OUTCOME_COLUMNS)
 
-#: Prefix of the temporary files that become run files on ``os.replace``.
-TEMP_PREFIX = ".tmp-"
 
 
 def run_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -57,7 +54,7 @@ def run_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_run(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, Any]) -> Path | str:
-    """Write one run atomically: a temporary file in the same directory, then ``os.replace``.
+    """Write one run atomically (:func:`bayes_trainmap.core.storage.write_parquet_atomic`).
 
     ``path`` may also be an object-store URI (``s3://bucket/prefix/run-0.parquet``):
     the object is then written in place, which is atomic there (see
@@ -76,19 +73,10 @@ def write_run(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, 
     existing = dict(table.schema.metadata or {})
     existing[PARQUET_METADATA_KEY] = json.dumps(metadata, sort_keys=True).encode()
     table = table.replace_schema_metadata(existing)
+    storage.write_parquet_atomic(path, table)
     if not storage.is_local(path):
-        storage.write_parquet_atomic(path, table)
         return os.fspath(path)
-    path = Path(storage.local_path(path)) if "://" in os.fspath(path) else Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".parquet", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(storage.local_path(path)) if "://" in os.fspath(path) else Path(path)
 
 
 def read_run(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:

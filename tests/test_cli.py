@@ -35,10 +35,10 @@ def test_fit_end_to_end_writes_the_fit_directory(capsys, planted_dir, tmp_path):
     assert "Detour states" in stdout  # the report's terminal tables follow the summary
     (out / "report.html").unlink()
     config = json.loads((out / "config.json").read_text())
-    assert config["cli"]["states"] == "1-3" and config["data"]["path"] == planted_dir
-    assert config["states_searched"] == [1, 2, 3] and config["mode"] == "mle"
+    assert config["cli"]["states"] == "1-3" and config["resolved"]["data"]["path"] == planted_dir
+    assert config["resolved"]["states_searched"] == [1, 2, 3] and config["config"]["mode"] == "mle"
     status, stdout, _ = _run(capsys, "report", out, "--quiet")
-    assert status == 0 and stdout == "" and (out / "report.html").is_file()
+    assert status == 0 and stdout == f"report: {out / 'report.html'}\n" and (out / "report.html").is_file()
 
 
 def test_default_out_dir_and_demo_data(capsys, tmp_path, monkeypatch, planted_set):
@@ -69,7 +69,7 @@ def test_module_entry_point_in_a_subprocess(planted_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "BIC sweep" in done.stderr and "Traceback" not in done.stderr
     model = json.loads((out / "model.json").read_text())
-    assert json.loads((out / "config.json").read_text())["features"] == ["l1", "l2"]
+    assert json.loads((out / "config.json").read_text())["resolved"]["features"] == ["l1", "l2"]
     assert "diag" in json.dumps(model)
     bad = subprocess.run(
         [sys.executable, "-m", "bayes_trainmap", "fit", "--data", str(tmp_path / "missing")],
@@ -248,18 +248,6 @@ def test_bugs_are_not_swallowed(monkeypatch, capsys, planted_dir, tmp_path):
     with pytest.raises(ValueError, match="numpy-level bug"):
         cli.main(["fit", "--data", planted_dir, "--out", str(tmp_path / "fit")])
 
-
-def test_mode_dispatch_reaches_the_bayesian_path_or_says_why(capsys, planted_dir, tmp_path, monkeypatch):
-    import importlib.util
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "bayes_trainmap.fitting.bayesian" else real_find_spec(name, *a),
-    )
-    status, stdout, stderr = _run(capsys, "fit", "--mode", "svi", "--data", planted_dir, "--out", tmp_path / "fit")
-    _assert_one_line_error(status, stdout, stderr, "mode 'svi' needs the Bayesian path")
 
 
 def test_tasks_command_is_delegated_and_fit_does_not_import_training_code(capsys, tmp_path):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bayes_trainmap import data
+from bayes_trainmap.core import storage
 from bayes_trainmap.data import (
     TrajectorySet,
     import_paper_csvs,
@@ -84,12 +85,10 @@ def test_single_file_round_trip(tmp_path, ragged_set, name):
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path, ragged_set, monkeypatch):
-    def broken(table, where, **kwargs):
-        with open(where, "wb") as handle:
-            handle.write(b"partial")
+    def broken(fd):  # the temporary file is written, then the disk fills before it is synced
         raise OSError("disk full")
 
-    monkeypatch.setattr(data.io.pq, "write_table", broken)
+    monkeypatch.setattr(storage.os, "fsync", broken)
     with pytest.raises(OSError, match="disk full"):
         save_trajectories(ragged_set, tmp_path / "one.parquet")
     assert list(tmp_path.iterdir()) == []

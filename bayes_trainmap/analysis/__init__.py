@@ -6,9 +6,10 @@ from bayes_trainmap.analysis.bundle import (
     ANALYSIS_FORMAT,
     UNCERTAINTY_KEYS,
     Analysis,
+    AnalysisOptions,
     analyze,
     compute_filtered,
     validate_uncertainty,
 )
 
-__all__ = ["ANALYSIS_FORMAT", "UNCERTAINTY_KEYS", "Analysis", "analyze", "compute_filtered", "validate_uncertainty"]
+__all__ = ["ANALYSIS_FORMAT", "UNCERTAINTY_KEYS", "Analysis", "AnalysisOptions", "analyze", "compute_filtered", "validate_uncertainty"]

@@ -37,8 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bayes_trainmap.core.defaults import STATES_RANGE
 from bayes_trainmap.core.errors import BayesTrainmapError, ModelSelectionError
 from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.inference.params import bic
 
 __all__ = [
     "BaselineSelection",
@@ -52,7 +54,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STATES_RANGE = tuple(range(1, 9))
+DEFAULT_STATES_RANGE = STATES_RANGE
 
 
 @dataclass
@@ -173,7 +175,7 @@ def kmeans_selection(
         km = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(X_train)
         ll = kmeans_log_likelihood(km, X_train, X_val)
         p = (k - 1) + k * d + 1
-        rows.append({"n_components": k, "val_log_likelihood": ll, "n_parameters": p, "bic": -2 * ll + p * np.log(n_val)})
+        rows.append({"n_components": k, "val_log_likelihood": ll, "n_parameters": p, "bic": bic(ll, p, n_val)})
     return _selection("k-means", rows)
 
 
@@ -216,7 +218,7 @@ def hmm1_selection(
         ).fit(x_train, len_train)
         ll = float(model.score(x_val, len_val))
         p = int(model.n_parameters())
-        rows.append({"n_components": k, "val_log_likelihood": ll, "n_parameters": p, "bic": -2 * ll + p * np.log(n_val)})
+        rows.append({"n_components": k, "val_log_likelihood": ll, "n_parameters": p, "bic": bic(ll, p, n_val)})
     return _selection("HMM-1", rows)
 
 

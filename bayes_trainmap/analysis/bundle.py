@@ -35,9 +35,10 @@ When present, every report table shows the intervals and the figures use them
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,10 +63,12 @@ from bayes_trainmap.analysis.dissimilarity import is_forking, trajectory_dissimi
 from bayes_trainmap.analysis.training_map import TrainingMap, build_training_map
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.schema import RUN_COLUMN
+from bayes_trainmap.core.storage import to_jsonable
+from bayes_trainmap.data.fitted import FittedRuns
 from bayes_trainmap.inference.emissions import gaussian_log_likelihood
 from bayes_trainmap.inference.forward_backward import filtered_posteriors
 
-__all__ = ["Analysis", "analyze", "compute_filtered", "validate_uncertainty", "UNCERTAINTY_KEYS", "ANALYSIS_FORMAT"]
+__all__ = ["Analysis", "AnalysisOptions", "analyze", "compute_filtered", "validate_uncertainty", "UNCERTAINTY_KEYS", "ANALYSIS_FORMAT"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ class Analysis:
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-ready dictionary of every number (NaN as ``None``)."""
-        return _clean(
+        return to_jsonable(
             {
                 "format": ANALYSIS_FORMAT,
                 "version": ANALYSIS_VERSION,
@@ -190,22 +193,6 @@ class Analysis:
             uncertainty=d.get("uncertainty"),
         )
 
-
-def _clean(value: Any) -> Any:
-    """Recursively convert numpy scalars and non-finite floats to strict-JSON values."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
 
 
 def compute_filtered(params, Z: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -288,153 +275,171 @@ def _run_baselines(
     return out
 
 
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How the analysis reads a fit; stored in ``config.json`` under ``"analysis"``.
+
+    Attributes
+    ----------
+    outcome : str
+        Outcome column defining convergence.
+    threshold : float
+        Convergence threshold (see :data:`bayes_trainmap.analysis.convergence.TASK_THRESHOLDS`).
+    higher_is_better : bool or None
+        Crossing direction (None: downwards for losses, upwards otherwise).
+    include_unconverged : bool
+        Keep never-converged runs in the regression, censored at their last step
+        (a lower bound on their convergence step); by default they are left out.
+    ground_metric : {"zero_one", "means"}
+        Ground metric of the dissimilarity.
+    run_baselines : bool
+        Fit the k-means and HMM-1 baselines (needs the run split).
+    states_range : tuple of int
+        Component counts the baselines try (the HMM's range).
+    baseline_options : dict
+        ``n_init`` (k-means restarts), ``n_restarts`` and ``n_iter`` (HMM-1 EM).
+    random_state : int
+        Seeds the baselines.
+    """
+
+    outcome: str = "eval_accuracy"
+    threshold: float = 0.9
+    higher_is_better: bool | None = None
+    include_unconverged: bool = False
+    ground_metric: str = "zero_one"
+    run_baselines: bool = True
+    states_range: tuple[int, ...] = tuple(DEFAULT_STATES_RANGE)
+    baseline_options: dict[str, Any] = field(default_factory=dict)
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "states_range", tuple(int(k) for k in self.states_range))
+        object.__setattr__(self, "threshold", float(self.threshold))
+        object.__setattr__(self, "baseline_options", dict(self.baseline_options or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "states_range": list(self.states_range)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AnalysisOptions":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
 def analyze(
     params,
-    Z: np.ndarray,
-    lengths: np.ndarray,
-    run_ids: list[str],
-    steps: np.ndarray,
-    outcomes,
+    runs: FittedRuns,
+    options: AnalysisOptions | None = None,
     *,
-    paths: np.ndarray,
     filtered: np.ndarray | None = None,
-    split=None,
-    outcome: str = "eval_accuracy",
-    threshold: float = 0.9,
-    higher_is_better: bool | None = None,
-    include_unconverged: bool = False,
-    ground_metric: str = "zero_one",
     baseline_data: Mapping[str, Any] | None = None,
-    run_baselines: bool = True,
-    states_range=DEFAULT_STATES_RANGE,
-    baseline_options: Mapping[str, Any] | None = None,
-    random_state: int = 0,
 ) -> Analysis:
     """Analyse a fitted HMM and its decoded runs.
 
     Parameters
     ----------
     params : inference.params.HMMParams
-        The fitted model.
-    Z : numpy.ndarray, shape (n, d)
-        z-scored features, concatenated over runs (model feature order).
-    lengths : numpy.ndarray of int, shape (N,)
-    run_ids : list of str, length N
-    steps : numpy.ndarray, shape (n,)
-        Training step of each checkpoint.
-    outcomes : mapping name -> array (n,), DataFrame, or array (n,)
-        Outcome columns (or the one outcome).
-    paths : numpy.ndarray of int, shape (n,)
-        Viterbi states.
+        The fitted model (K states, d features).
+    runs : FittedRuns
+        The decoded runs (``runs.paths`` set): z-scored features ``Z (n, d)``,
+        ``lengths (N,)``, ``steps (n,)``, outcomes ``(n,)`` each and the run split.
+    options : AnalysisOptions, optional
     filtered : numpy.ndarray, shape (n, K), optional
         Filtered posteriors; computed from ``params`` when omitted.
-    split : mapping run -> "train"/"val" or sequence (N,), optional
-        The run split; enables the baselines when ``baseline_data`` is omitted.
-    outcome : str
-        Outcome column defining convergence.
-    threshold : float
-        Convergence threshold (see :data:`bayes_trainmap.analysis.convergence.TASK_THRESHOLDS`).
-    higher_is_better : bool or None
-        Crossing direction (default: downwards for losses).
-    include_unconverged : bool
-        Keep never-converged runs in the regression, censored at their last step
-        (a lower bound on their convergence step); by default they are left out.
-    ground_metric : {"zero_one", "means"}
-        Ground metric of the dissimilarity.
     baseline_data : mapping, optional
-        ``X_train, len_train, X_val, len_val, feature_names`` for the baselines.
-    run_baselines : bool
-        Set False to skip the baselines.
-    states_range : iterable of int
-        Component counts the baselines try (the HMM's range).
-    baseline_options : mapping, optional
-        ``n_init`` (k-means restarts), ``n_restarts`` and ``n_iter`` (HMM-1 EM).
-    random_state : int
+        ``X_train, len_train, X_val, len_val, feature_names`` for the baselines
+        (default: the runs' own split).
 
     Returns
     -------
     Analysis
     """
-    Z = np.asarray(Z, dtype=float)
-    lengths = np.asarray(lengths, dtype=np.int64)
-    paths = np.asarray(paths, dtype=np.int64)
-    steps = np.asarray(steps)
-    run_ids = [str(r) for r in run_ids]
-    n_states = int(params.n_states) if hasattr(params, "n_states") else int(np.asarray(params.means).shape[0])
-    feature_names = list(getattr(params, "feature_names", None) or [f"x{i}" for i in range(Z.shape[1])])
-    if Z.shape[0] != lengths.sum() or paths.shape != (Z.shape[0],) or steps.shape != (Z.shape[0],):
-        raise BayesTrainmapError(
-            f"Z {Z.shape}, paths {paths.shape} and steps {steps.shape} must all have lengths.sum() = {lengths.sum()} rows"
-        )
+    options = options or AnalysisOptions()
+    if runs.paths is None:
+        raise BayesTrainmapError("the runs must be decoded (runs.paths) before the analysis")
+    n_states = int(params.n_states)
+    lengths, paths, run_ids = runs.lengths, runs.paths, runs.run_ids
     if filtered is None:
-        filtered = compute_filtered(params, Z, lengths)
-    split_map = _split_mapping(split, run_ids)
-
-    values = _outcome_values(outcomes, outcome, Z.shape[0])
-    conv = convergence_from_arrays(
-        values, steps, lengths, run_ids, outcome=outcome, threshold=threshold, higher_is_better=higher_is_better
-    )
-    if conv.never_converged:
-        logger.warning(
-            "%d of %d runs never reach %s %s %g: %s",
-            len(conv.never_converged),
-            len(run_ids),
-            outcome,
-            ">=" if conv.higher_is_better else "<=",
-            threshold,
-            ", ".join(conv.never_converged),
-        )
-    tmap = build_training_map(params, Z, lengths, paths, filtered, run_ids, conv.steps)
-
+        filtered = compute_filtered(params, runs.Z, lengths)
+    split_map = _split_mapping(runs.split, run_ids)
+    conv = _convergence(runs, options)
+    tmap = build_training_map(params, runs.Z, lengths, paths, filtered, run_ids, conv.steps)
     occ = occupancy(paths, lengths, n_states)
-    occ_frame = pd.DataFrame(occ, index=pd.Index(run_ids, name=RUN_COLUMN), columns=list(range(n_states)))
-    y = conv.steps.reindex(run_ids).to_numpy(dtype=float)
-    censored: list[str] = []
-    if include_unconverged and conv.never_converged:
-        last_steps = steps[np.cumsum(lengths) - 1].astype(float)
-        missing = ~np.isfinite(y)
-        y = np.where(missing, last_steps, y)
-        censored = [r for r, m in zip(run_ids, missing) if m]
-    keep = np.isfinite(y)
-    regression = convergence_regression(occ[keep], y[keep], run_ids=[r for r, k in zip(run_ids, keep) if k])
-
+    regression, censored = _detour_regression(runs, occ, conv, options)
     dissimilarity = (
-        trajectory_dissimilarity(occ, ground_metric, np.asarray(params.means)) if len(run_ids) > 1 else float("nan")
+        trajectory_dissimilarity(occ, options.ground_metric, np.asarray(params.means)) if len(run_ids) > 1 else float("nan")
     )
-    forking = is_forking(tmap.edges, n_states, visited_states=tmap.visited_states)
-
     baselines = None
-    if run_baselines:
+    if options.run_baselines:
         data = baseline_data
         if data is None and split_map is not None:
-            data = _baseline_data_from_split(Z, lengths, run_ids, split_map, feature_names)
+            data = _baseline_data_from_split(runs.Z, lengths, run_ids, split_map, list(runs.features))
         if data is not None:
-            baselines = _run_baselines(data, states_range, random_state, baseline_options)
-
+            baselines = _run_baselines(data, options.states_range, options.random_state, options.baseline_options)
     settings = {
-        "outcome": outcome,
-        "threshold": float(threshold),
+        "outcome": options.outcome,
+        "threshold": options.threshold,
         "higher_is_better": conv.higher_is_better,
-        "include_unconverged": bool(include_unconverged),
-        "ground_metric": ground_metric,
+        "include_unconverged": bool(options.include_unconverged),
+        "ground_metric": options.ground_metric,
         "n_states": n_states,
         "n_runs": len(run_ids),
         "n_checkpoints": int(lengths.sum()),
-        "feature_names": feature_names,
-        "states_range": [int(k) for k in states_range],
+        "feature_names": list(runs.features),
+        "states_range": list(options.states_range),
     }
     return Analysis(
         settings=settings,
         training_map=tmap,
         convergence=conv,
-        occupancy=occ_frame,
+        occupancy=pd.DataFrame(occ, index=pd.Index(run_ids, name=RUN_COLUMN), columns=list(range(n_states))),
         regression=regression,
         censored_runs=censored,
         dissimilarity=float(dissimilarity),
-        forking=bool(forking),
+        forking=bool(is_forking(tmap.edges, n_states, visited_states=tmap.visited_states)),
         baselines=baselines,
         split=split_map,
     )
+
+
+def _convergence(runs: FittedRuns, options: AnalysisOptions) -> ConvergenceResult:
+    """Convergence step per run, with a warning naming the runs that never converge."""
+    values = _outcome_values(runs.outcomes, options.outcome, runs.Z.shape[0])
+    conv = convergence_from_arrays(
+        values,
+        runs.steps,
+        runs.lengths,
+        runs.run_ids,
+        outcome=options.outcome,
+        threshold=options.threshold,
+        higher_is_better=options.higher_is_better,
+    )
+    if conv.never_converged:
+        logger.warning(
+            "%d of %d runs never reach %s %s %g: %s",
+            len(conv.never_converged),
+            runs.n_runs,
+            options.outcome,
+            ">=" if conv.higher_is_better else "<=",
+            options.threshold,
+            ", ".join(conv.never_converged),
+        )
+    return conv
+
+
+def _detour_regression(runs: FittedRuns, occ: np.ndarray, conv: ConvergenceResult, options: AnalysisOptions):
+    """The convergence-time regression on occupancy, and the runs censored into it."""
+    run_ids = runs.run_ids
+    y = conv.steps.reindex(run_ids).to_numpy(dtype=float)
+    censored: list[str] = []
+    if options.include_unconverged and conv.never_converged:
+        last_steps = runs.steps[np.cumsum(runs.lengths) - 1].astype(float)
+        missing = ~np.isfinite(y)
+        y = np.where(missing, last_steps, y)
+        censored = [r for r, m in zip(run_ids, missing) if m]
+    keep = np.isfinite(y)
+    regression = convergence_regression(occ[keep], y[keep], run_ids=[r for r, k in zip(run_ids, keep) if k])
+    return regression, censored
 
 
 def validate_uncertainty(uncertainty: Mapping[str, Any]) -> None:

@@ -26,6 +26,7 @@ import pandas as pd
 from bayes_trainmap.analysis.importance import posterior_gradient
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.schema import STATISTIC_LABELS
+from bayes_trainmap.core.storage import to_jsonable
 
 __all__ = ["TrainingMap", "build_training_map", "format_change", "N_TOP_FEATURES"]
 
@@ -125,20 +126,9 @@ class TrainingMap:
         return cls(states, edges, list(d["initial_states"]), list(d["final_states"]), list(d["feature_names"]))
 
 
-def _json_value(v):
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_json_value(x) for x in v]
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return float(v) if np.isfinite(v) else None
-    return v
-
 
 def _frame_records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    return to_jsonable(frame.to_dict(orient="records"))
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:

@@ -19,13 +19,29 @@ Locations are plain strings throughout; ``os.PathLike`` objects are accepted too
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
+from pathlib import PurePath
 from typing import Any
+
+import numpy as np
 
 from bayes_trainmap.core.errors import BayesTrainmapError
 
 _LOCAL_SCHEMES = ("", "file")
+
+#: Prefix of the hidden temporary files that become files on ``os.replace``; a crashed
+#: writer leaves only such files behind, which readers skip and collectors remove.
+TEMP_PREFIX = ".tmp-"
+
+
+def _file_mode() -> int:
+    """Permissions of a new file under the process umask (``mkstemp`` alone gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _scheme(location: str) -> str:
@@ -126,12 +142,13 @@ def write_bytes_atomic(location: str | os.PathLike[str], data: bytes) -> None:
     os.makedirs(directory, exist_ok=True)
     # The temporary file lives in the destination directory: os.replace is atomic only
     # within one file system, and a leading dot keeps it out of "*.parquet" listings.
-    handle, tmp_path = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=directory)
+    handle, tmp_path = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{name}.", dir=directory)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(tmp_path, _file_mode())
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
@@ -217,3 +234,36 @@ def list_files(location: str | os.PathLike[str], suffix: str = "") -> list[str]:
             if info.type == pafs.FileType.File and info.base_name.endswith(suffix)
         ]
     return sorted(name for name in names if not name.startswith("."))
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with numpy/pandas types made plain Python, ready for strict JSON.
+
+    Mappings become ``dict`` with ``str`` keys; sequences, sets and arrays become
+    lists; numpy scalars become ``bool``/``int``/``float``; non-finite floats become
+    ``None`` (strict JSON has no NaN or Infinity); paths become strings; DataFrames
+    become lists of records.
+    """
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a pandas DataFrame
+        return to_jsonable(value.to_dict(orient="records"))
+    return value
+
+
+def write_json(location: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` atomically as indented strict JSON (see :func:`to_jsonable`)."""
+    write_text_atomic(location, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")

@@ -15,10 +15,16 @@ Layout (all files written together; the directory appears atomically)::
       report.{md,html,json} the report (unless --no-report)
       posterior.nc          posterior draws, ArviZ netCDF (--mode svi)
       figures/              PNG and SVG figures
+      manifest.json         every file the writer put there
 
 The directory is first written as a hidden sibling ``.<name>.tmp-XXXX`` and renamed
 into place, so a failed fit never leaves a half-written directory behind. An
-existing ``<out>`` is replaced only if it is itself a fit directory.
+existing ``<out>`` is replaced only if it is provably ours: its ``manifest.json``
+lists every file in it. Anything else there (a user's file, a directory that merely
+has a ``config.json`` claiming to be a fit) is refused, never deleted.
+
+:func:`write_fit_dir` writes the directory and :class:`FitDirectory` reads it; the
+file names are defined once, here.
 """
 
 from __future__ import annotations
@@ -26,17 +32,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from bayes_trainmap.core.errors import FitDirectoryError
+from bayes_trainmap.core.storage import write_json
+from bayes_trainmap.data.fitted import FittedRuns
 from bayes_trainmap.inference.params import HMMParams
 
 __all__ = [
@@ -47,12 +54,14 @@ __all__ = [
     "load_fit_dir",
     "read_json",
     "staging_dir",
-    "write_json",
+    "update_manifest",
+    "write_fit_dir",
 ]
 
 #: Marker stored in ``config.json`` that identifies a fit directory.
 FIT_DIR_FORMAT = "bayes_trainmap.fit"
-FIT_DIR_VERSION = 1
+#: 2: ``config.json`` holds ``{"config", "resolved", "analysis"}`` sections and a manifest is written.
+FIT_DIR_VERSION = 2
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.json"
@@ -63,43 +72,28 @@ DECODED_FILE = "decoded.parquet"
 ZSCORE_FILE = "zscore.json"
 SUMMARY_FILE = "summary.json"
 FIGURES_DIR = "figures"
+ANALYSIS_FILE = "analysis.json"
+POSTERIOR_FILE = "posterior.nc"
+MANIFEST_FILE = "manifest.json"
+REPORT_FILES = {"md": "report.md", "html": "report.html", "json": "report.json"}
 
 #: Files without which a directory is not a usable fit directory.
 REQUIRED_FILES = (CONFIG_FILE, MODEL_FILE, DECODED_FILE, ZSCORED_FILE, SUMMARY_FILE)
 
 
-def _to_jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _to_jsonable(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None  # strict JSON has no NaN/Inf
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, pd.DataFrame):
-        return _to_jsonable(value.to_dict(orient="records"))
-    return value
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as strict JSON (numpy types converted, NaN/Inf as null)."""
-    Path(path).write_text(json.dumps(_to_jsonable(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file, naming the file in the error if it is malformed."""
+def read_json(path: str | os.PathLike, expected: type = dict) -> Any:
+    """Read a JSON file of type ``expected``, naming the file in the error if it is not one."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FitDirectoryError(f"'{path}' is not valid JSON: {exc}") from exc
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, the int-string limit, deep nesting
+        raise FitDirectoryError(f"'{path}' is not valid JSON: {str(exc)[:200]}") from None
+    except OSError as exc:
+        raise FitDirectoryError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    if not isinstance(value, expected):
+        raise FitDirectoryError(f"'{path}' must hold a JSON {expected.__name__}, found {type(value).__name__}")
+    return value
 
 
 def is_fit_dir(path: str | os.PathLike) -> bool:
@@ -108,32 +102,61 @@ def is_fit_dir(path: str | os.PathLike) -> bool:
     if not config.is_file():
         return False
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("format") == FIT_DIR_FORMAT
-    except (ValueError, AttributeError, OSError):
+        marked = json.loads(config.read_text(encoding="utf-8")).get("format") == FIT_DIR_FORMAT
+    except (ValueError, AttributeError, OSError, RecursionError):
         return False
+    return marked and (Path(path) / MANIFEST_FILE).is_file()
 
 
 def check_output_dir(out: str | os.PathLike) -> Path:
     """Check that ``out`` may receive a fit directory; return it as a Path.
 
-    ``out`` may be absent, an empty directory, or an existing fit directory
-    (which will be replaced).
+    ``out`` may be absent, an empty directory, or a fit directory whose manifest lists
+    every file in it (it will be replaced).
 
     Raises
     ------
     FitDirectoryError
-        If ``out`` is a file or a non-empty directory that is not a fit directory.
+        If ``out`` is a file, lies below a file, or is a non-empty directory that is
+        not provably a fit directory.
     """
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise FitDirectoryError(f"output path '{out}' exists and is not a directory; choose another --out")
-        if any(out.iterdir()) and not is_fit_dir(out):
-            raise FitDirectoryError(
-                f"output directory '{out}' exists and is not a fit directory; refusing to replace it "
-                "(choose another --out or remove it)"
-            )
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise FitDirectoryError(f"cannot create '{out}': '{parent}' is a file; choose another --out")
+    if not out.exists():
+        return out
+    if not out.is_dir():
+        raise FitDirectoryError(f"output path '{out}' exists and is not a directory; choose another --out")
+    if not any(out.iterdir()):
+        return out
+    if not is_fit_dir(out):
+        raise FitDirectoryError(
+            f"output directory '{out}' exists and is not a fit directory; refusing to replace it "
+            "(choose another --out or remove it)"
+        )
+    foreign = sorted(set(_files_below(out)) - set(_manifest(out)) - {MANIFEST_FILE})
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FitDirectoryError(
+            f"output directory '{out}' holds files that fit did not write ({shown}); refusing to replace it "
+            "(choose another --out or move them)"
+        )
     return out
+
+
+def _files_below(directory: Path) -> list[str]:
+    """Relative POSIX paths of every file below ``directory``."""
+    return [p.relative_to(directory).as_posix() for p in directory.rglob("*") if not p.is_dir()]
+
+
+def _manifest(directory: Path) -> list[str]:
+    """The files a fit directory's manifest lists; [] when there is none or it is unreadable."""
+    try:
+        listed = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(f) for f in listed] if isinstance(listed, list) else []
 
 
 @contextlib.contextmanager
@@ -161,6 +184,71 @@ def staging_dir(out: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def write_fit_dir(
+    out: str | os.PathLike,
+    *,
+    config: dict[str, Any],
+    params: HMMParams,
+    runs: FittedRuns,
+    zscore: dict[str, Any],
+    summary: dict[str, Any],
+    selection_table: pd.DataFrame,
+    selection_curve: pd.DataFrame,
+    analysis: dict[str, Any] | None = None,
+    extras: Sequence[Callable[[Path], None]] = (),
+) -> Path:
+    """Write a fit directory atomically; return ``out``.
+
+    Parameters
+    ----------
+    out : path-like
+        Target; an existing fit directory there is replaced (see :func:`check_output_dir`).
+    config, zscore, summary, analysis : dict
+        Contents of ``config.json``, ``zscore.json``, ``summary.json``, ``analysis.json``.
+    params : HMMParams
+    runs : FittedRuns
+        The decoded runs (``zscored.parquet`` and ``decoded.parquet``).
+    selection_table, selection_curve : pandas.DataFrame
+        ``selection.csv`` and ``selection_curve.csv``.
+    extras : sequence of callables
+        Each is called with the staging directory to add files (figures, the
+        posterior, the report) before the directory is moved into place, so a
+        failing extra leaves no fit directory behind.
+    """
+    out = check_output_dir(out)
+    with staging_dir(out) as tmp:
+        params.save(tmp / MODEL_FILE)
+        selection_table.to_csv(tmp / SELECTION_FILE, index=False)
+        selection_curve.to_csv(tmp / CURVE_FILE, index=False)
+        runs.zscored_frame().to_parquet(tmp / ZSCORED_FILE, index=False)
+        runs.decoded_frame().to_parquet(tmp / DECODED_FILE, index=False)
+        write_json(tmp / ZSCORE_FILE, zscore)
+        write_json(tmp / SUMMARY_FILE, summary)
+        write_json(tmp / CONFIG_FILE, config)
+        if analysis is not None:
+            write_json(tmp / ANALYSIS_FILE, analysis)
+        update_manifest(tmp)  # the extras may open the staging directory as a fit directory
+        for extra in extras:
+            extra(tmp)
+        update_manifest(tmp)
+    return out
+
+
+def update_manifest(directory: str | os.PathLike, added: Sequence[str | os.PathLike] = ()) -> None:
+    """Record files as written by this package in ``manifest.json``.
+
+    Without ``added``, every file now below ``directory`` is recorded (the writer's
+    staging directory holds nothing else); with ``added``, those files (absolute or
+    relative to ``directory``) join the existing list, e.g. after ``report`` re-renders.
+    """
+    directory = Path(directory)
+    if added:
+        names = set(_manifest(directory)) | {Path(os.path.relpath(p, directory)).as_posix() for p in added}
+    else:
+        names = set(_files_below(directory))
+    write_json(directory / MANIFEST_FILE, {"files": sorted(names - {MANIFEST_FILE})})
 
 
 class FitDirectory:
@@ -211,50 +299,76 @@ class FitDirectory:
         return read_json(path) if path.is_file() else {}
 
     @functools.cached_property
-    def params(self):
-        """The fitted :class:`inference.params.HMMParams`."""
-        return HMMParams.load(self.path / MODEL_FILE)
+    def params(self) -> HMMParams:
+        """The fitted :class:`~bayes_trainmap.inference.params.HMMParams` (validated on load)."""
+        try:
+            return HMMParams.load(self.path / MODEL_FILE)
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise FitDirectoryError(f"'{self.path / MODEL_FILE}' is not a valid model: {str(exc)[:200]}") from None
 
     @functools.cached_property
     def selection(self) -> pd.DataFrame | None:
         """The (K, restart) table of the BIC sweep."""
         path = self.path / SELECTION_FILE
-        return pd.read_csv(path) if path.is_file() else None
+        return _read_csv(path) if path.is_file() else None
 
     @functools.cached_property
     def curve(self) -> pd.DataFrame | None:
         """The BIC curve, one row per K."""
         path = self.path / CURVE_FILE
-        return pd.read_csv(path) if path.is_file() else None
+        return _read_csv(path) if path.is_file() else None
 
     @functools.cached_property
     def zscored(self) -> pd.DataFrame:
         """run, step, split, z-scored features and outcomes, runs in model order."""
-        return pd.read_parquet(self.path / ZSCORED_FILE)
+        return _read_parquet(self.path / ZSCORED_FILE)
 
     @functools.cached_property
     def decoded(self) -> pd.DataFrame:
         """run, step, split, state (Viterbi), runs in model order."""
-        return pd.read_parquet(self.path / DECODED_FILE)
+        return _read_parquet(self.path / DECODED_FILE)
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """What the fit resolved from its options: features, split, K searched, outcome, ..."""
+        return dict(self.config.get("resolved", {}))
 
     @property
     def feature_names(self) -> list[str]:
         """Features of the model, in column order."""
-        return list(self.config["features"])
+        features = self.resolved.get("features")
+        if not isinstance(features, list) or not features:
+            raise FitDirectoryError(f"'{self.path / CONFIG_FILE}' names no model features")
+        return [str(f) for f in features]
 
     @property
     def run_ids(self) -> list[str]:
         """Runs in model order (the order of rows in the Parquet files)."""
         return list(self.summary["run_ids"])
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """z-scored features ``Z (n, d)``, ``lengths (N,)`` and Viterbi ``paths (n,)``."""
-        frame = self.zscored
-        runs = frame["run"].astype(str)
-        order = list(dict.fromkeys(runs))
-        lengths = runs.value_counts().reindex(order).to_numpy(dtype=np.int64)
-        paths = self.decoded["state"].to_numpy(dtype=np.int64)
-        return frame[self.feature_names].to_numpy(dtype=np.float64), lengths, paths
+    @functools.cached_property
+    def analysis(self) -> dict[str, Any] | None:
+        """``analysis.json``, or None when the analysis did not run."""
+        path = self.path / ANALYSIS_FILE
+        return read_json(path) if path.is_file() else None
+
+    def fitted_runs(self) -> FittedRuns:
+        """The decoded runs of the fit, as the pipeline produced them."""
+        return FittedRuns.from_frames(self.zscored, self.feature_names, self.decoded)
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise FitDirectoryError(f"cannot read '{path}': {str(exc)[:200]}") from None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise FitDirectoryError(f"cannot read '{path}': {str(exc)[:200]}") from None
 
 
 def load_fit_dir(path: str | os.PathLike) -> FitDirectory:

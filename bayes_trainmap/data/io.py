@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bayes_trainmap.core import storage
 from bayes_trainmap.core.errors import TrajectoryError
 from bayes_trainmap.core.schema import (
     EPOCH_COLUMN,
@@ -230,17 +230,6 @@ def _safe_filename(run_id: str) -> str:
     return safe or "run"
 
 
-def _atomic_write(target: Path, write) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``target`` atomically."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp_name))
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
 
 def _table_with_metadata(frame: pd.DataFrame, metadata: dict[str, Any]) -> pa.Table:
     table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -272,9 +261,9 @@ def save_trajectories(ts: TrajectorySet, path: str | os.PathLike) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".parquet":
             table = _table_with_metadata(ts.frame, metadata)
-            _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+            storage.write_parquet_atomic(path, table)
         else:
-            _atomic_write(path, lambda tmp: ts.frame.to_csv(tmp, index=False))
+            storage.write_text_atomic(path, ts.frame.to_csv(index=False))
         return [path]
     if path.exists() and not path.is_dir():
         raise TrajectoryError(f"cannot write trajectories to '{path}': it exists and is not a directory")
@@ -289,7 +278,7 @@ def save_trajectories(ts: TrajectorySet, path: str | os.PathLike) -> list[Path]:
     for i, name in enumerate(names):
         table = _table_with_metadata(frame.iloc[offsets[i] : offsets[i + 1]], metadata)
         target = path / name
-        _atomic_write(target, lambda tmp, table=table: pq.write_table(table, tmp))
+        storage.write_parquet_atomic(target, table)
         written.append(target)
     return written
 

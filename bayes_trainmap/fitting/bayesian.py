@@ -45,6 +45,7 @@ from scipy.optimize import linear_sum_assignment
 
 from bayes_trainmap.analysis.detours import occupancy as occupancy_fractions
 from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.storage import to_jsonable
 
 __all__ = [
     "MODES",
@@ -330,10 +331,6 @@ def _quantiles(values: np.ndarray, interval: float, axis: int = 0):
     return med, lo, hi
 
 
-def _num(v) -> float | None:
-    v = float(v)
-    return v if np.isfinite(v) else None
-
 
 def summarize(draws: PosteriorDraws, *, interval: float = 0.9, elbo=()) -> dict:
     """The ``uncertainty`` dict rendered by the report.
@@ -372,9 +369,9 @@ def summarize(draws: PosteriorDraws, *, interval: float = 0.9, elbo=()) -> dict:
     states = [
         {
             "state": k,
-            "coef_median": _num(c_med[k]),
-            "coef_lo": _num(c_lo[k]),
-            "coef_hi": _num(c_hi[k]),
+            "coef_median": to_jsonable(c_med[k]),
+            "coef_lo": to_jsonable(c_lo[k]),
+            "coef_hi": to_jsonable(c_hi[k]),
             "p_detour": float(draws.detour[:, k].mean()),
             "occupancy_median": float(occ_med[k]),
         }
@@ -384,7 +381,7 @@ def summarize(draws: PosteriorDraws, *, interval: float = 0.9, elbo=()) -> dict:
     return {
         "edges": edges,
         "states": states,
-        "r_squared": {"median": _num(r_med), "lo": _num(r_lo), "hi": _num(r_hi)},
+        "r_squared": {"median": to_jsonable(r_med), "lo": to_jsonable(r_lo), "hi": to_jsonable(r_hi)},
         "interval": float(interval),
         "n_draws": draws.n_draws,
         "alignment_ambiguous_rate": float(draws.ambiguous.mean()),

@@ -25,10 +25,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from bayes_trainmap.core.defaults import STATES_RANGE
 from bayes_trainmap.core.errors import ModelSelectionError
 from bayes_trainmap.core.executors import Executor, LocalExecutor, execute
 from bayes_trainmap.inference.baum_welch import GaussianHMM
 from bayes_trainmap.inference.errors import InferenceError
+from bayes_trainmap.inference.params import bic, n_free_parameters
 
 __all__ = [
     "DEFAULT_STATES",
@@ -44,7 +46,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The paper's search range for K.
-DEFAULT_STATES = range(1, 9)
+DEFAULT_STATES = range(STATES_RANGE[0], STATES_RANGE[-1] + 1)
 
 COVARIANCE_TYPES = ("full", "diag")
 
@@ -63,21 +65,6 @@ TABLE_COLUMNS = [
 ]
 CURVE_COLUMNS = ["n_states", "restart", "bic", "aic", "val_log_likelihood", "train_log_likelihood", "n_parameters"]
 
-
-def n_free_parameters(n_states: int, n_features: int, covariance_type: str = "full") -> int:
-    """Free parameters of a K-state Gaussian HMM with d features.
-
-    ``(K-1)`` initial probabilities, ``K(K-1)`` transition probabilities, ``K d``
-    means and ``K d(d+1)/2`` (full) or ``K d`` (diag) covariance entries.
-    """
-    k, d = int(n_states), int(n_features)
-    if covariance_type == "full":
-        cov = k * d * (d + 1) // 2
-    elif covariance_type == "diag":
-        cov = k * d
-    else:
-        raise ModelSelectionError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
-    return (k - 1) + k * (k - 1) + k * d + cov
 
 
 def check_supported(n_states: int, n_checkpoints: int, n_features: int, covariance_type: str = "full") -> None:
@@ -417,7 +404,7 @@ def fit_candidate(
         "train_log_likelihood": float(model.log_likelihood_),
         "val_log_likelihood": val_ll,
         "n_parameters": p,
-        "bic": -2.0 * val_ll + p * np.log(n_val),
+        "bic": bic(val_ll, p, n_val),
         "aic": -2.0 * val_ll + 2.0 * p,
         "converged": bool(model.converged_),
         "n_iter": int(model.n_iter_),

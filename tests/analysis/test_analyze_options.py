@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from bayes_trainmap.report import plots
-from bayes_trainmap.analysis import analyze, compute_filtered
+from bayes_trainmap.analysis import AnalysisOptions, analyze, compute_filtered
+from bayes_trainmap.data.fitted import FittedRuns
 from bayes_trainmap.data import zscore_per_run
 from bayes_trainmap.analysis.dissimilarity import trajectory_dissimilarity
 from bayes_trainmap.data.simulate import simulate_training_runs
@@ -33,12 +34,13 @@ def case():
     return sim, Z, params, paths, accuracy, last
 
 
-def _run(case, **kwargs):
+def _run(case, filtered=None, **options):
     sim, Z, params, paths, accuracy, _ = case
-    return analyze(
-        params, Z, sim.lengths, sim.run_ids, sim.frame["step"].to_numpy(), {"eval_accuracy": accuracy},
-        paths=paths, run_baselines=False, **kwargs,
+    runs = FittedRuns.from_arrays(
+        Z, sim.lengths, sim.run_ids, sim.frame["step"].to_numpy(), {"eval_accuracy": accuracy},
+        features=sim.feature_names, paths=paths,
     )
+    return analyze(params, runs, AnalysisOptions(run_baselines=False, **options), filtered=filtered)
 
 
 def test_never_converged_runs_are_listed_and_excluded_or_censored(case):

@@ -10,7 +10,8 @@ majority of checkpoints.
 import numpy as np
 import pytest
 
-from bayes_trainmap.analysis import Analysis, analyze
+from bayes_trainmap.analysis import Analysis, AnalysisOptions, analyze
+from bayes_trainmap.data.fitted import FittedRuns
 from bayes_trainmap.data import zscore_per_run
 from bayes_trainmap.data.simulate import simulate_training_runs
 from bayes_trainmap.inference.baum_welch import GaussianHMM
@@ -24,20 +25,18 @@ def _fit_and_analyze(detour: bool, baselines: bool):
     model = GaussianHMM(sim.n_states, n_restarts=2, random_state=0, feature_names=sim.feature_names).fit(Z, sim.lengths)
     paths = model.predict(Z, sim.lengths)
     split = ["val" if i % 5 == 0 else "train" for i in range(len(sim.run_ids))]
-    analysis = analyze(
-        model.params_,
-        Z,
-        sim.lengths,
-        sim.run_ids,
-        sim.frame["step"].to_numpy(),
+    runs = FittedRuns.from_arrays(
+        Z, sim.lengths, sim.run_ids, sim.frame["step"].to_numpy(),
         {"eval_accuracy": sim.frame["eval_accuracy"].to_numpy()},
-        paths=paths,
-        split=split,
+        features=sim.feature_names, split=split, paths=paths,
+    )
+    options = AnalysisOptions(
         threshold=sim.planted["threshold"],
         states_range=range(1, 8),
         run_baselines=baselines,
         baseline_options={"n_restarts": 1, "n_iter": 25},
     )
+    analysis = analyze(model.params_, runs, options)
     confusion = np.zeros((sim.n_states, sim.n_states))
     np.add.at(confusion, (paths, sim.true_paths), 1)
     to_planted = confusion.argmax(axis=1)

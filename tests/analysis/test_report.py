@@ -10,14 +10,8 @@ import pytest
 from bayes_trainmap.fitting import pipeline
 from bayes_trainmap.analysis.detours import convergence_regression
 from bayes_trainmap.core.errors import BayesTrainmapError
-from bayes_trainmap.report.build import (
-    FIGURE_NAMES,
-    build_report,
-    load_analysis,
-    render_terminal,
-    validate_report_json,
-    write_report,
-)
+from bayes_trainmap.report import build_report, load_analysis, render_terminal, validate_report_json, write_report
+from bayes_trainmap.report.data import FIGURE_NAMES
 from bayes_trainmap.data.simulate import simulate_training_runs
 
 
@@ -28,7 +22,7 @@ def fit_dir(tmp_path_factory):
         sim.trajectories, states=[5], restarts=1, progress=False, analyze=False, outcome="eval_accuracy", threshold=0.9
     )
     out = tmp_path_factory.mktemp("fits") / "fit"
-    pipeline.write_fit_dir(result, out)
+    result.save(out, report=False)
     # No analysis.json yet: the report computes it from the fit-directory files alone.
     assert not (out / "analysis.json").exists()
     write_report(out)

@@ -1,0 +1,175 @@
+"""Formatting shared by the renderers: numbers, intervals, the report's tables and sentences."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from bayes_trainmap.analysis.training_map import feature_label
+
+logger = logging.getLogger(__name__)
+
+NO_EDGES = "No transitions: every run stays in a single state."
+STATES_NOTE = (
+    "Occupancy: share of all checkpoints decoded as the state; runs: runs whose Viterbi path visits it; "
+    "top features: largest mean |d log p(s_t = k | z_1:t) / d z_t| over the checkpoints decoded as k "
+    "(appendix A); coefficient: the convergence regression below."
+)
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    v = float(v)
+    if abs(v) < 1e-12:  # round-off (e.g. a coefficient that is zero in exact arithmetic)
+        v = 0.0
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.{digits}g}"
+    return f"{v:.{digits}f}"
+
+
+def fmt_p(p) -> str:
+    if p is None or (isinstance(p, float) and not math.isfinite(p)):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_interval(lo, hi, digits: int = 2) -> str:
+    if lo is None or hi is None:
+        return "–"
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _unc_edges(report) -> dict:
+    unc = report.get("uncertainty") or {}
+    return {(e["source"], e["target"]): e for e in unc.get("edges", [])}
+
+
+def _unc_states(report) -> dict:
+    unc = report.get("uncertainty") or {}
+    return {s["state"]: s for s in unc.get("states", [])}
+
+
+def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Every report table as (header, rows of strings); shared by Markdown, HTML and terminal."""
+    unc = report.get("uncertainty")
+    level = f"{int(100 * unc['interval'])}%" if unc else ""
+    t1 = report["table1"]
+    header = ["R²", "p-value", "dissimilarity", "forking"]
+    row = [fmt(t1["r_squared"]), fmt_p(t1["p_value"]), fmt(t1["dissimilarity"]), "✓" if t1["forking"] else "–"]
+    if unc:
+        r2 = unc["r_squared"]
+        header.append(f"R² posterior {level}")
+        row.append(f"{fmt(r2['median'])} {fmt_interval(r2['lo'], r2['hi'])}")
+    tables = {"table1": (header, [row])}
+
+    ustates = _unc_states(report)
+    header = ["state", "occupancy", "runs", "mean dwell", "start/end", "top features", "coefficient", "95% CI", "detour"]
+    if unc:
+        header += [f"coef. posterior {level}", "P(detour)"]
+    rows = []
+    for s in report["states"]:
+        ends = "/".join(x for x, flag in (("start", s["is_initial"]), ("end", s["is_final"])) if flag) or "–"
+        r = [
+            str(s["state"]),
+            f"{100 * s['occupancy']:.1f}%",
+            f"{s['n_runs']}/{report['fit']['n_runs']}",
+            fmt(s.get("mean_dwell"), 1),
+            ends,
+            ", ".join(feature_label(f) for f in s["top_features"]) or "–",
+            fmt(s["coefficient"], 2),
+            fmt_interval(s["ci_low"], s["ci_high"]),
+            "DETOUR" if s["detour"] else "",
+        ]
+        if unc:
+            u = ustates.get(s["state"], {})
+            r += [
+                f"{fmt(u.get('coef_median'), 2)} {fmt_interval(u.get('coef_lo'), u.get('coef_hi'))}" if u else "–",
+                fmt(u.get("p_detour"), 2) if u else "–",
+            ]
+        rows.append(r)
+    tables["states"] = (header, rows)
+
+    uedges = _unc_edges(report)
+    header = ["edge", "p(k|j)", "runs", "convergence (mean ± sd)", "label (top features, μk − μj)"]
+    if unc:
+        header += ["P(edge)", f"p(k|j) {level}"]
+    rows = []
+    for e in report["edges"]:
+        conv = "–" if e["conv_mean"] is None else f"{e['conv_mean']:.0f}" + ("" if e["conv_sd"] is None else f" ± {e['conv_sd']:.0f}")
+        r = [f"{e['source']} → {e['target']}", fmt(e["trans_prob"]), str(e["n_runs"]), conv, e["label"]]
+        if unc:
+            u = uedges.get((e["source"], e["target"]), {})
+            r += [
+                fmt(u.get("p_exists"), 2) if u else "–",
+                fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3) if u else "–",
+            ]
+        rows.append(r)
+    if unc:
+        known = {(e["source"], e["target"]) for e in report["edges"]}
+        for (a, b), u in sorted(uedges.items()):
+            if (a, b) in known:
+                continue
+            rows.append(
+                [f"{a} → {b}", "–", "–", "–", "posterior draws only (not on the point estimate's Viterbi paths)",
+                 fmt(u.get("p_exists"), 2), fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3)]
+            )
+    tables["edges"] = (header, rows)
+
+    reg = report["regression"]
+    header = ["state", "coefficient", "std. error", "95% CI", "p-value", "runs visiting", "detour"]
+    rows = [
+        [
+            str(k),
+            fmt(reg["coefficients"][k], 3),
+            fmt(reg["std_errors"][k], 3),
+            fmt_interval(reg["ci_low"][k], reg["ci_high"][k]),
+            fmt_p(reg["pvalues"][k]),
+            f"{reg['visited_by'][k]}/{reg['n_runs']}",
+            "DETOUR" if reg["detour"][k] else "",
+        ]
+        for k in range(len(reg["coefficients"]))
+    ]
+    tables["regression"] = (header, rows)
+
+    header = ["model", "components", "BIC"]
+    rows = [[t["model"], str(t["components"]), fmt(t["bic"], 1)] for t in report["table4"]]
+    tables["table4"] = (header, rows)
+    return tables
+
+
+def regression_sentence(report: dict) -> str:
+    reg = report["regression"]
+    conv = report["convergence"]
+    return (
+        f"Convergence step = first checkpoint with {conv['outcome']} "
+        f"{'≥' if conv['higher_is_better'] else '≤'} {conv['threshold']:g}; "
+        f"{conv['n_converged']} of {report['fit']['n_runs']} runs converged"
+        + (f" (mean step {conv['mean']:.0f} ± {conv['sd']:.0f})" if conv.get("mean") is not None and conv.get("sd") is not None else "")
+        + f". OLS of the standardised convergence step on occupancy fractions ({reg['n_runs']} runs, "
+        f"no separate intercept since fractions sum to one): R² = {fmt(reg['r_squared'])}, "
+        f"F = {fmt(reg['f_statistic'], 2)}, p = {fmt_p(reg['f_pvalue'])}. "
+        "Coefficients are in standard deviations of the convergence step per unit of occupancy; "
+        "a state is a detour if its coefficient is positive and some converged run never visits it."
+    )
+
+
+def headline(report: dict) -> str:
+    fit = report["fit"]
+    task = f" · task {fit['task']}" if fit.get("task") else ""
+    return (
+        f"{fit['mode'].upper() if fit.get('mode') else 'MLE'} fit · K = {fit['n_states']} states "
+        f"({fit.get('selected_by') or 'fixed'}) · {fit['n_runs']} runs · {fit['n_checkpoints']:,} checkpoints · "
+        f"{len(fit['features'])} features{task}"
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Markdown
+# ----------------------------------------------------------------------------------
