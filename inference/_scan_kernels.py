@@ -198,7 +198,7 @@ def _identity(K: int, like: torch.Tensor) -> torch.Tensor:
 
 def _step_matrices(lb_pad, log_start, log_trans, mask):
     """Semiring step matrices ``E`` (N, T, K, K); identity on padded steps."""
-    n_seq, t_max, K = lb_pad.shape
+    n_seq, _, K = lb_pad.shape
     first = (log_start + lb_pad[:, 0])[:, None, None, :].expand(n_seq, 1, K, K)
     rest = log_trans[None, None] + lb_pad[:, 1:, None, :]
     rest = torch.where(mask[:, 1:, None, None], rest, _identity(K, lb_pad))

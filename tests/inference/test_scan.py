@@ -171,7 +171,7 @@ def test_scan_equals_enumeration(K, T):
     paths, log_prob = viterbi(log_b, ls, lt, lengths, method="scan")
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     start, xi = np.zeros(K), np.zeros((K, K))
-    for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(offsets)):
         ll, post, filt, xi_i, best, best_lp = _enumerate(log_b[a:b], ls, lt)
         assert fb.log_likelihood[i] == pytest.approx(ll, rel=1e-12, abs=1e-12)
         np.testing.assert_allclose(fb.posteriors[a:b], post, atol=1e-12)
@@ -262,7 +262,7 @@ def _planted_runs(K=3, d=2, lengths=(40, 1, 25, 60), seed=0):
 
 def test_em_with_the_scan_equals_em_with_numba():
     X, lengths = _planted_runs()
-    kwargs = dict(n_states=3, n_iter=8, tol=-np.inf, random_state=0)
+    kwargs = {"n_states": 3, "n_iter": 8, "tol": -np.inf, "random_state": 0}
     ref = GaussianHMM(**kwargs).fit(X, lengths)
     scan = GaussianHMM(**kwargs, fb_method="scan").fit(X, lengths)
     np.testing.assert_allclose(scan.history_, ref.history_, rtol=1e-10)
@@ -300,7 +300,7 @@ def test_cuda_scan_and_sequential_equal_the_cpu_kernels(zeros):
 @pytest.mark.parametrize("fb_method", ["sequential", "scan"])
 def test_cuda_em_equals_cpu_em(fb_method):
     X, lengths = _planted_runs(lengths=(300, 1, 120, 280))
-    kwargs = dict(n_states=3, n_iter=6, tol=-np.inf, random_state=0)
+    kwargs = {"n_states": 3, "n_iter": 6, "tol": -np.inf, "random_state": 0}
     ref = GaussianHMM(**kwargs).fit(X, lengths)
     gpu = GaussianHMM(**kwargs, device="cuda", fb_method=fb_method).fit(X, lengths)
     np.testing.assert_allclose(gpu.history_, ref.history_, rtol=1e-10)
