@@ -69,8 +69,7 @@ _SAFE_SUM = 1e-290
 
 def _finite_shift(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Max over ``dim`` (kept), detached, with non-finite maxima (all ``-inf``) set to 0."""
-    shift = x.detach().amax(dim=dim, keepdim=True)
-    return torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    return torch.nan_to_num(x.detach().amax(dim=dim, keepdim=True), neginf=0.0)
 
 
 def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -98,10 +97,9 @@ def log_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     shift_a = _finite_shift(a, -1)
     shift_b = _finite_shift(b, -2)
     total = torch.exp(a - shift_a) @ torch.exp(b - shift_b)
-    safe = total > _SAFE_SUM
-    log_total = torch.log(torch.where(safe, total, torch.ones_like(total)))
-    out = torch.where(safe, log_total, torch.full_like(total, -torch.inf)) + shift_a + shift_b
-    low = ~safe
+    low = total <= _SAFE_SUM
+    # clamp: no log 0 (its gradient is 0 where clamped); low entries are set below
+    out = (torch.log(total.clamp_min(_SAFE_SUM)) + (shift_a + shift_b)).masked_fill(low, -torch.inf)
     if bool(low.any()):
         # Structural -inf (no m with both factors finite, e.g. the identity's off-diagonal)
         # is already exact; the rest of the low entries may have underflowed: redo exactly.
