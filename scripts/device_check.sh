@@ -110,7 +110,8 @@ sed -n '/^\[4\]/,$p' "$OUT/bench_mle.log" | sed 's/^/  /' >> "$SUMMARY"
 
 # 4. SVI --------------------------------------------------------------------------------
 if [ "$DRY" = 1 ]; then SVI_SIZE=(--runs 3 --length 40 --features 2 --states 2); else SVI_SIZE=(); fi
-stage bench-svi "$OUT/bench_svi.log" 100 "$PY" benchmarks/bench_svi.py --quick --device "$DEVICE" "${SVI_SIZE[@]}"
+stage bench-svi "$OUT/bench_svi.log" 100 "$PY" benchmarks/bench_svi.py --quick --device "$DEVICE" \
+    --fb-methods auto,sequential,scan "${SVI_SIZE[@]}"
 grep -E "^(data|seconds per SVI step|converged fit)" "$OUT/bench_svi.log" | sed 's/^/  /' >> "$SUMMARY" || true
 
 # 5. modular addition, 40 seeds, steps from the remaining budget ----------------------
