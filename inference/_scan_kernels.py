@@ -35,16 +35,20 @@ the max-product messages ``delta_t``; backpointers ``psi_t[k] = argmax_j delta_{
 ``s_{t-1} = psi_t[s_t]`` is a reverse scan of function compositions ``(f ∘ g)[k] =
 f[g[k]]`` on index maps ``(K,)``.
 
-Memory. The scan holds the step matrices ``(N, T_max, K, K)`` and its prefixes: about
-four arrays of ``N T_max K^2`` float64 at the peak of a forward-backward (8 bytes
-each: 0.8 GB per array at N=40, T=10,000, K=16), against ``N T_max K`` for the
-sequential loop. The prefix matrices are reduced to the messages ``(N, T_max, K)`` as
-soon as they are formed; expected transitions are summed by one ``(K, N T) x (N T, K)``
-product of the messages (:func:`inference._torch_kernels.assemble_posteriors`), never
-a per-checkpoint ``K x K`` array beyond the scan's own. The likelihood-only pass is a
-tree reduction (``T`` products, ``log2 T`` levels), with autograd's saved tensors about
-two arrays of ``N T_max K^2``. Max-plus products loop over the inner index (``K``
-elementwise kernels per product) rather than build a ``K^3`` temporary.
+Memory. The scan holds the step matrices ``(N, T_max, K, K)`` and its prefixes, in
+units of one such float64 array (``8 N T_max K^2`` bytes: 0.8 GB at N=40, T=10,000,
+K=16) against ``N T_max K`` for the sequential loop. The prefix matrices are reduced
+to the messages ``(N, T_max, K)`` as soon as they are formed, and the forward step
+matrices are dropped once the time-reversed backward elements are built; expected
+transitions are summed by one ``(K, N T) x (N T, K)`` product of the messages
+(:func:`inference._torch_kernels.assemble_posteriors`), never a per-checkpoint ``K x K``
+array beyond the scan's own. Measured peaks (CPU resident memory, N=40, T=2000, K=16):
+4.6 arrays for a forward-backward, 4.8 for Viterbi, 5.5 for the differentiable
+likelihood-only pass with its backward (a tree reduction: ``T`` products in
+``log2 T`` levels, whose saved tensors autograd keeps). Max-plus products loop over the
+inner index (``K`` elementwise kernels per product) rather than build a ``K^3``
+temporary. :data:`SCAN_PEAK_ARRAYS` is the allowance ``method="auto"`` checks against
+free device memory.
 """
 
 from __future__ import annotations
@@ -61,10 +65,19 @@ __all__ = [
     "maxplus_matmul",
     "forward_backward_scan",
     "viterbi_scan",
+    "scan_bytes",
+    "SCAN_PEAK_ARRAYS",
 ]
 
 # Below this, a shifted GEMM entry may have lost terms to underflow: recompute exactly.
 _SAFE_SUM = 1e-290
+#: Peak memory of a scan in units of ``N T_max K^2`` float64 (measured <= 5.5; margin).
+SCAN_PEAK_ARRAYS = 7
+
+
+def scan_bytes(n_seq: int, t_max: int, n_states: int) -> int:
+    """Memory allowance of a forward-backward scan, bytes (``SCAN_PEAK_ARRAYS`` arrays)."""
+    return SCAN_PEAK_ARRAYS * 8 * n_seq * t_max * n_states * n_states
 
 
 def _finite_shift(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -96,10 +109,13 @@ def log_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     shift_a = _finite_shift(a, -1)
     shift_b = _finite_shift(b, -2)
-    total = torch.exp(a - shift_a) @ torch.exp(b - shift_b)
+    total = (a - shift_a).exp_() @ (b - shift_b).exp_()
     low = total <= _SAFE_SUM
     # clamp: no log 0 (its gradient is 0 where clamped); low entries are set below
-    out = (torch.log(total.clamp_min(_SAFE_SUM)) + (shift_a + shift_b)).masked_fill(low, -torch.inf)
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        out = (torch.log(total.clamp_min(_SAFE_SUM)) + (shift_a + shift_b)).masked_fill(low, -torch.inf)
+    else:  # the same in place: one (..., J, K) array instead of four
+        out = total.clamp_min_(_SAFE_SUM).log_().add_(shift_a).add_(shift_b).masked_fill_(low, -torch.inf)
     if bool(low.any()):
         # Structural -inf (no m with both factors finite, e.g. the identity's off-diagonal)
         # is already exact; the rest of the low entries may have underflowed: redo exactly.
@@ -171,12 +187,12 @@ def _scan(combine, x: torch.Tensor) -> torch.Tensor:
     if length < 2:
         return x
     odd = _scan(combine, combine(x[:, 0 : length - 1 : 2], x[:, 1:length:2]))  # prefixes 1, 3, ...
-    evens = torch.cat([x[:, :1], combine(odd[:, : (length - 1) // 2], x[:, 2:length:2])], dim=1)
-    n_pairs = length // 2
-    merged = torch.stack([evens[:, :n_pairs], odd], dim=2).reshape(x.shape[0], 2 * n_pairs, *x.shape[2:])
-    if length % 2:
-        merged = torch.cat([merged, evens[:, -1:]], dim=1)
-    return merged
+    out = torch.empty_like(x)
+    out[:, 1::2] = odd
+    out[:, :1] = x[:, :1]
+    if length > 2:
+        out[:, 2::2] = combine(odd[:, : (length - 1) // 2], x[:, 2:length:2])  # prefixes 2, 4, ...
+    return out
 
 
 def _reduce(combine, x: torch.Tensor) -> torch.Tensor:
@@ -225,12 +241,16 @@ def forward_backward_scan(log_b, log_start, log_trans, lengths, *, need_posterio
     if not need_posteriors:
         total = _reduce(log_matmul, steps)  # (N, K, K), every row the final alpha
         return torch.logsumexp(total[:, 0], dim=-1), None, None, None
-    la = associative_scan(log_matmul, steps)[:, :, 0, :]  # (N, T, K)
+    la = associative_scan(log_matmul, steps)[:, :, 0, :].contiguous()  # (N, T, K); frees the prefixes
     log_like = torch.logsumexp(la[:, -1], dim=-1)  # frozen after the end: last valid step
-    ones = torch.zeros_like(steps[:, :1])  # Z: log of the all-ones matrix
-    suffix = associative_scan(log_matmul, torch.cat([steps[:, 1:], ones], dim=1), reverse=True)
-    lbeta = suffix[:, :, :, 0]
-    del steps, suffix
+    # Suffixes E_{t+1} ⊗ ... ⊗ E_{T-1} ⊗ Z as a prefix scan of the time-reversed elements
+    # (Z: log of the all-ones matrix), built in place of the forward elements.
+    backward = torch.cat([torch.zeros_like(steps[:, :1]), steps[:, 1:].flip(1)], dim=1)
+    del steps
+    suffix = _scan(lambda later, earlier: log_matmul(earlier, later), backward)
+    del backward
+    lbeta = suffix[:, :, :, 0].flip(1)  # (N, T, K), a copy: frees the suffixes
+    del suffix
     post, filt, xi = assemble_posteriors(lb_pad, mask, la, lbeta, log_like, log_trans)
     return log_like, post, filt, xi
 
@@ -251,7 +271,7 @@ def viterbi_scan(log_b, log_start, log_trans, lengths):
     n_seq, t_max, K = lb_pad.shape
     with torch.no_grad():
         steps = _step_matrices(lb_pad, log_start, log_trans, mask)
-        delta = associative_scan(maxplus_matmul, steps)[:, :, 0, :]  # (N, T, K)
+        delta = associative_scan(maxplus_matmul, steps)[:, :, 0, :].contiguous()  # (N, T, K)
         del steps
         log_prob, last = torch.max(delta[:, -1], dim=-1)
         if t_max == 1:

@@ -26,8 +26,9 @@ Methods (the torch backend's time axis; keyword ``method``)
     ``O(K^3)`` work and ``N T_max K^2`` memory per step instead of ``O(K^2)`` and
     ``N T_max K``. Implies the torch backend (``backend="numba"`` is refused).
 ``"auto"`` (default)
-    ``"scan"`` for tensors on CUDA with ``T_max >= SCAN_MIN_LENGTH`` (256), else
-    ``"sequential"``; numba is always sequential. Rationale: on a GPU a sequential
+    ``"scan"`` for tensors on CUDA with ``T_max >= SCAN_MIN_LENGTH`` (256) whose scan
+    fits in half the device's free memory (:func:`inference._scan_kernels.scan_bytes`),
+    else ``"sequential"``; numba is always sequential. Rationale: on a GPU a sequential
     step costs a few kernel launches (~10 us each) whatever N and K, so the loop
     costs ~``8 T_max`` launches, against ~``20 log2 T_max`` for the scan plus its
     larger but fully parallel arithmetic; below a few hundred checkpoints the
@@ -141,8 +142,19 @@ def _pick_method(method: str, backend: str, log_emission, lengths: np.ndarray) -
         return "sequential"
     if method != "auto":
         return method
-    on_cuda = log_emission.device.type == "cuda"
-    return "scan" if on_cuda and int(lengths.max()) >= SCAN_MIN_LENGTH else "sequential"
+    if log_emission.device.type != "cuda" or int(lengths.max()) < SCAN_MIN_LENGTH:
+        return "sequential"
+    return "scan" if _scan_fits(log_emission, lengths) else "sequential"
+
+
+def _scan_fits(log_emission, lengths: np.ndarray) -> bool:
+    """Whether a scan's memory allowance fits in half the free memory of a CUDA device."""
+    import torch
+
+    from inference._scan_kernels import scan_bytes
+
+    free, _ = torch.cuda.mem_get_info(log_emission.device)
+    return scan_bytes(len(lengths), int(lengths.max()), log_emission.shape[1]) <= free // 2
 
 
 def _check_model(log_emission, log_start, log_trans):

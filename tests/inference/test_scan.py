@@ -233,14 +233,25 @@ def test_bayesian_likelihood_with_the_scan_equals_the_numba_path():
 
 
 # ---------------------------------------------------------------------------- the switch
-def test_auto_method_picks_the_scan_only_for_long_runs_on_cuda():
-    on = lambda kind: SimpleNamespace(device=SimpleNamespace(type=kind))  # noqa: E731
+def test_auto_method_picks_the_scan_only_for_long_runs_on_cuda(monkeypatch):
+    import inference.forward_backward as fb
+
+    def on(kind):
+        return SimpleNamespace(device=SimpleNamespace(type=kind), shape=(10, 4))
+
     long, short = np.array([3, SCAN_MIN_LENGTH]), np.array([SCAN_MIN_LENGTH - 1, 5])
+    fits = {"value": True}
+    monkeypatch.setattr(fb, "_scan_fits", lambda le, lengths: fits["value"])
     assert _pick_method("auto", "torch", on("cuda"), long) == "scan"
+    fits["value"] = False  # too large for the device's free memory
+    assert _pick_method("auto", "torch", on("cuda"), long) == "sequential"
+    assert _pick_method("scan", "torch", on("cuda"), long) == "scan"  # an explicit choice stands
+    fits["value"] = True
     assert _pick_method("auto", "torch", on("cuda"), short) == "sequential"
     assert _pick_method("auto", "torch", on("cpu"), long) == "sequential"
     assert _pick_method("sequential", "torch", on("cuda"), long) == "sequential"
     assert _pick_method("auto", "numba", on("cpu"), long) == "sequential"
+    assert sk.scan_bytes(40, 10_000, 16) == sk.SCAN_PEAK_ARRAYS * 8 * 40 * 10_000 * 256
 
 
 def test_method_errors_name_the_bad_value():
@@ -283,6 +294,7 @@ def test_cuda_scan_and_sequential_equal_the_cpu_kernels(zeros):
     ref = forward_backward(log_b, ls, lt, lengths, filtered=True, backend="numba")
     ref_paths, ref_lp = viterbi(log_b, ls, lt, lengths, backend="numba")
     tb, tls, tlt = (torch.tensor(v, device="cuda") for v in (log_b, ls, lt))
+    assert _pick_method("auto", "torch", tb, lengths) == "scan"  # T_max 300, a few MB: fits
     for method in ("sequential", "scan", "auto"):
         fb = forward_backward(tb, tls, tlt, lengths, filtered=True, method=method)
         assert fb.posteriors.device.type == "cuda"
