@@ -13,7 +13,7 @@
 # DEVICE_CHECK_SKIP_INSTALL=1 (default in a dry run: never touch a shared environment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+ROOT=$(pwd); export ROOT
 OUT=${OUT:-$ROOT/out/device}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)

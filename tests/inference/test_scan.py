@@ -275,12 +275,15 @@ def test_em_with_the_scan_equals_em_with_numba():
     X, lengths = _planted_runs()
     kwargs = {"n_states": 3, "n_iter": 8, "tol": -np.inf, "random_state": 0}
     ref = GaussianHMM(**kwargs).fit(X, lengths)
-    scan = GaussianHMM(**kwargs, fb_method="scan").fit(X, lengths)
-    np.testing.assert_allclose(scan.history_, ref.history_, rtol=1e-10)
-    np.testing.assert_allclose(scan.params_.means, ref.params_.means, rtol=1e-8, atol=1e-8)
-    np.testing.assert_allclose(scan.params_.trans_mat, ref.params_.trans_mat, rtol=1e-8, atol=1e-10)
-    np.testing.assert_array_equal(scan.predict(X, lengths), ref.predict(X, lengths))
-    np.testing.assert_allclose(scan.predict_proba(X, lengths), ref.predict_proba(X, lengths), atol=1e-10)
+    # numpy design + torch scan; and the all-torch path a CUDA device takes, on the CPU
+    for backend in ("auto", "torch"):
+        scan = GaussianHMM(**kwargs, backend=backend, fb_method="scan").fit(X, lengths)
+        np.testing.assert_allclose(scan.history_, ref.history_, rtol=1e-10)
+        np.testing.assert_allclose(scan.params_.means, ref.params_.means, rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(scan.params_.trans_mat, ref.params_.trans_mat, rtol=1e-8, atol=1e-10)
+        np.testing.assert_array_equal(scan.predict(X, lengths), ref.predict(X, lengths))
+        np.testing.assert_allclose(scan.predict_proba(X, lengths), ref.predict_proba(X, lengths),
+                                   atol=1e-10)
 
 
 # ----------------------------------------------------------------------------------- CUDA
