@@ -56,9 +56,9 @@ import numpy as np
 from hmmlearn import hmm
 from threadpoolctl import threadpool_limits
 
-from inference.baum_welch import GaussianHMM
-from inference.forward_backward import forward_backward
-from inference.params import HMMParams
+from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.inference.forward_backward import forward_backward
+from bayes_trainmap.inference.params import HMMParams
 
 # engine name -> (GaussianHMM backend, fb_method, runs on --device)
 ENGINES = {

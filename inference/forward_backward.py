@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from inference import _numba_kernels as nk
+from . import _numba_kernels as nk
 
 __all__ = [
     "ForwardBackwardResult",
@@ -151,7 +151,7 @@ def _scan_fits(log_emission, lengths: np.ndarray) -> bool:
     """Whether a scan's memory allowance fits in half the free memory of a CUDA device."""
     import torch
 
-    from inference._scan_kernels import scan_bytes
+    from ._scan_kernels import scan_bytes
 
     free, _ = torch.cuda.mem_get_info(log_emission.device)
     return scan_bytes(len(lengths), int(lengths.max()), log_emission.shape[1]) <= free // 2
@@ -245,10 +245,10 @@ def _numba_forward_backward(log_b, log_start, log_trans, lengths):
 def _torch_fb(backend: str):
     """The torch forward-backward kernel of a resolved backend."""
     if backend == "torch-scan":
-        from inference._scan_kernels import forward_backward_scan
+        from ._scan_kernels import forward_backward_scan
 
         return forward_backward_scan
-    from inference._torch_kernels import forward_backward_torch
+    from ._torch_kernels import forward_backward_torch
 
     return forward_backward_torch
 
@@ -342,11 +342,11 @@ def viterbi(
         log_prob = np.empty(len(lens))
         nk.viterbi_kernel(le, ls, lt, _offsets(lens), paths, log_prob)
     elif backend == "torch-scan":
-        from inference._scan_kernels import viterbi_scan
+        from ._scan_kernels import viterbi_scan
 
         paths, log_prob = viterbi_scan(le, ls, lt, lens)
     else:
-        from inference._torch_kernels import viterbi_torch
+        from ._torch_kernels import viterbi_torch
 
         paths, log_prob = viterbi_torch(le, ls, lt, lens)
     return _as_input_kind(paths, log_emission), _as_input_kind(log_prob, log_emission)
@@ -375,7 +375,7 @@ def sample_paths(
         paths = np.empty(le.shape[0], dtype=np.int64)
         nk.ffbs_kernel(filt, lt, _offsets(lens), uniforms, paths)
     else:
-        from inference._torch_kernels import ffbs_torch
+        from ._torch_kernels import ffbs_torch
 
         filt = _torch_fb(backend)(le, ls, lt, lens)[2]
         paths = ffbs_torch(filt, lt, lens, _to_torch(uniforms, le))

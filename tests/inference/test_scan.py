@@ -17,10 +17,10 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from inference import _scan_kernels as sk
-from inference.baum_welch import GaussianHMM
-from inference.bayes_likelihood import hmm_log_likelihood
-from inference.forward_backward import (
+from bayes_trainmap.inference import _scan_kernels as sk
+from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.inference.bayes_likelihood import hmm_log_likelihood
+from bayes_trainmap.inference.forward_backward import (
     SCAN_MIN_LENGTH,
     _pick_method,
     filtered_posteriors,
@@ -234,7 +234,7 @@ def test_bayesian_likelihood_with_the_scan_equals_the_numba_path():
 
 # ---------------------------------------------------------------------------- the switch
 def test_auto_method_picks_the_scan_only_for_long_runs_on_cuda(monkeypatch):
-    import inference.forward_backward as fb
+    import bayes_trainmap.inference.forward_backward as fb
 
     def on(kind):
         return SimpleNamespace(device=SimpleNamespace(type=kind), shape=(10, 4))
