@@ -10,7 +10,15 @@ engines started from *identical* initial parameters in the same process:
    with the selection seeds), up to 100 iterations, tol=1e-4. Initialisation is
    timed separately (it is the same for both); the ratio compares the EM fits;
 3. peak memory of one fit with N=40, T=5000, K=16 (in a child process: peak RSS
-   and the tracemalloc peak of numpy allocations).
+   and the tracemalloc peak of numpy allocations);
+4. only with ``--engines``: our forward-backward engines against each other on
+   ``--device`` (``numba``: the CPU kernels; ``torch-seq``: the torch backend's
+   sequential time loop; ``torch-scan``: its parallel-in-time associative scan) over a
+   grid of ``--grid-lengths`` x ``--grid-states`` (default T = 1000, 10000 and K = 6,
+   16 at N=40, d=14): seconds per forward-backward (fastest of ``--repeats`` after a
+   warm-up) and per EM iteration (the same fit-difference rule as in 1), with the
+   peak CUDA memory of each engine and the largest log-likelihood difference
+   between them.
 
 hmmlearn 0.3 applies ``min_covar`` only at initialisation, so its M-step is
 extended by the same diagonal floor our engine adds (``_FlooredHMMLearn``);
@@ -27,6 +35,8 @@ Usage::
 
     python benchmarks/bench_mle.py            # full benchmark (~15 min)
     python benchmarks/bench_mle.py --quick    # smoke run (< 1 min)
+    python benchmarks/bench_mle.py --skip iteration sweep memory \
+        --engines torch-seq,torch-scan,numba --device cuda   # GPU: sequential vs scan
 """
 
 from __future__ import annotations
@@ -47,7 +57,15 @@ from hmmlearn import hmm
 from threadpoolctl import threadpool_limits
 
 from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.inference.forward_backward import forward_backward
 from bayes_trainmap.inference.params import HMMParams
+
+# engine name -> (GaussianHMM backend, fb_method, runs on --device)
+ENGINES = {
+    "numba": ("numba", "sequential", False),
+    "torch-seq": ("torch", "sequential", True),
+    "torch-scan": ("torch", "scan", True),
+}
 
 
 # The floor can make the log-likelihood dip by ~1e-9 relative at convergence, which
@@ -213,6 +231,78 @@ def sweep(args) -> dict:
     }
 
 
+def _engine_model(name: str, device: str, params: HMMParams, n_iter: int, min_covar: float) -> GaussianHMM:
+    backend, method, on_device = ENGINES[name]
+    return GaussianHMM(
+        params.n_states, "full", n_iter=n_iter, tol=-np.inf, init=params, min_covar=min_covar,
+        device=device if on_device else "cpu", backend=backend, fb_method=method,
+    )
+
+
+def engine_grid(args, report=lambda row: None) -> list[dict]:
+    """Section 4: forward-backward and EM-iteration seconds of each engine on a (T, K) grid.
+
+    ``report(row)`` is called as each row is measured (so a run cut short keeps them).
+    """
+    import torch
+
+    cuda = torch.device(args.device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    rows = []
+    for length in args.grid_lengths:
+        for K in args.grid_states:
+            true = planted_params(K, args.features, args.seed + 3)
+            X, lengths = sample_runs(true, args.runs, length, args.seed + 3000)
+            rng = np.random.default_rng(args.seed)
+            init = HMMParams(true.start_prob, true.trans_mat,
+                             true.means + rng.normal(scale=0.3, size=true.means.shape), true.covars)
+            lls = {}
+            for name in args.engines:
+                if cuda:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                model = _engine_model(name, args.device, init, 1, args.min_covar)
+                model.fit(X, lengths)  # warm-up: compilation, CUDA context, caches
+                log_b, ls, lt, lens, backend = model._run(X, lengths)
+                fb_times = []
+                for _ in range(args.repeats + 1):
+                    t0 = time.perf_counter()
+                    fb = forward_backward(log_b, ls, lt, lens, backend=backend, method=model.fb_method)
+                    sync()
+                    fb_times.append(time.perf_counter() - t0)
+                lls[name] = np.asarray(fb.log_likelihood.cpu() if hasattr(fb.log_likelihood, "cpu")
+                                       else fb.log_likelihood)
+                short, long = args.grid_iters, 3 * args.grid_iters
+
+                def fit_time(n_iter, name=name, init=init, X=X, lengths=lengths):
+                    best = np.inf
+                    for _ in range(args.repeats):
+                        t0 = time.perf_counter()
+                        _engine_model(name, args.device, init, n_iter, args.min_covar).fit(X, lengths)
+                        sync()
+                        best = min(best, time.perf_counter() - t0)
+                    return best
+
+                t_short, t_long = fit_time(short), fit_time(long)
+                per_iter = (t_long - t_short) / (long - short)
+                rows.append({
+                    "T": length, "K": K, "engine": name,
+                    "device": args.device if ENGINES[name][2] else "cpu",
+                    "s_per_forward_backward": min(fb_times[1:]),
+                    "s_per_em_iteration": per_iter,
+                    "em_setup_s": t_long - long * per_iter,
+                    "s_per_em_iteration_with_setup": t_long / long,
+                    "log_likelihood": float(lls[name].sum()),
+                    "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan"),
+                })
+                report(rows[-1])
+            ref = lls[args.engines[0]]
+            diff = max(float(np.max(np.abs(v - ref))) for v in lls.values())
+            for row in rows[-len(args.engines):]:
+                row["max_abs_ll_diff_between_engines"] = diff
+    return rows
+
+
 def memory_child(args) -> None:
     """Runs in a fresh process: one fit at N x T_mem x K_mem, prints JSON."""
     true = planted_params(args.mem_states, args.features, args.seed + 2)
@@ -275,8 +365,21 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="threads for both engines: numba's for ours, BLAS/OpenMP for hmmlearn's numpy "
                         "and scipy (default: all cores; hmmlearn's C++ forward-backward is single-threaded)")
+    p.add_argument("--engines", default=None,
+                   help="comma-separated engines for section 4, from " + ",".join(ENGINES)
+                        + " (e.g. torch-seq,torch-scan); section 4 runs only when given")
+    p.add_argument("--device", default="cpu", help="device of the torch engines in section 4 (cpu, cuda)")
+    p.add_argument("--grid-lengths", type=int, nargs="+", default=[1000, 10000], help="section 4 T values")
+    p.add_argument("--grid-states", type=int, nargs="+", default=[6, 16], help="section 4 K values")
+    p.add_argument("--grid-iters", type=int, default=3,
+                   help="section 4 EM timing: fits of this many and 3x as many iterations")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.engines is not None:
+        args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        unknown = [e for e in args.engines if e not in ENGINES]
+        if unknown or not args.engines:
+            p.error(f"--engines: unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
     threads = args.threads or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(threads)
     with threadpool_limits(limits=threads):
@@ -289,6 +392,7 @@ def _run(args, threads: int) -> None:
         args.sweep_max_k, args.restarts, args.max_iter = 4, 2, 20
         args.real_k = [2]
         args.mem_length, args.mem_states, args.mem_iters = 500, 4, 2
+        args.grid_lengths, args.grid_states, args.grid_iters = [100, 300], [2, 3], 2
     if args.memory_child:
         memory_child(args)
         return
@@ -332,6 +436,41 @@ def _run(args, threads: int) -> None:
               f"{args.mem_iters} iterations")
         print(f"  peak RSS {r['rss_peak_mb']:.0f} MiB (process before fit {r['rss_before_fit_mb']:.0f} MiB); "
               f"tracemalloc peak {r['tracemalloc_peak_mb']:.0f} MiB; {r['fit_s']:.1f} s")
+    if args.engines:
+        _print_engine_header(args)
+        _print_engine_summary(args, engine_grid(args, report=_print_engine_row))
+
+
+def _print_engine_header(args) -> None:
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "none"
+    print(f"\n[4] engines {','.join(args.engines)} on --device {args.device} (GPU: {gpu}), N={args.runs}, "
+          f"d={args.features}, full covariances; s / EM iteration from fits of {args.grid_iters} and "
+          f"{3 * args.grid_iters} iterations; s / forward-backward fastest of {args.repeats}")
+    print(f"  {'T':>6}{'K':>4}  {'engine':<11}{'device':<8}{'s / fwd-bwd':>13}{'s / EM it.':>12}"
+          f"{'setup s':>9}{'s / it. incl. setup':>21}{'peak CUDA MiB':>15}{'total log-lik':>20}", flush=True)
+
+
+def _print_engine_row(r: dict) -> None:
+    print(f"  {r['T']:>6}{r['K']:>4}  {r['engine']:<11}{r['device']:<8}{r['s_per_forward_backward']:>13.4f}"
+          f"{r['s_per_em_iteration']:>12.4f}{r['em_setup_s']:>9.2f}"
+          f"{r['s_per_em_iteration_with_setup']:>21.4f}{r['peak_cuda_mib']:>15.0f}"
+          f"{r['log_likelihood']:>20.6f}", flush=True)
+
+
+def _print_engine_summary(args, rows: list[dict]) -> None:
+    for (T, K) in dict.fromkeys((r["T"], r["K"]) for r in rows):
+        cell = {r["engine"]: r for r in rows if (r["T"], r["K"]) == (T, K)}
+        diff = cell[args.engines[0]]["max_abs_ll_diff_between_engines"]
+        line = f"  T={T} K={K}: max |log-lik difference| between engines {diff:.2e}"
+        if "torch-seq" in cell and "torch-scan" in cell:
+            seq, scan = cell["torch-seq"], cell["torch-scan"]
+            fb = seq["s_per_forward_backward"] / scan["s_per_forward_backward"]
+            em = seq["s_per_em_iteration_with_setup"] / scan["s_per_em_iteration_with_setup"]
+            line += (f"; scan vs sequential: {fb:.2f}x per forward-backward, "
+                     f"{em:.2f}x per EM iteration (setup included)")
+        print(line)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,14 @@ Usage::
     python benchmarks/bench_svi.py                 # full (~10 min on a busy 2-core CPU)
     python benchmarks/bench_svi.py --quick         # smoke run (< 2 min)
     python benchmarks/bench_svi.py --device cuda   # on a GPU
+    python benchmarks/bench_svi.py --device cuda --fb-methods sequential,scan
+        # ours with each forward-backward time recursion (the first is "ours" above)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -122,7 +125,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--features", type=int, default=14)
     parser.add_argument("--states", type=int, default=6)
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--fb-methods", default="auto",
+                        help="comma-separated forward-backward methods for ours (auto, sequential, "
+                             "scan); each is timed per step, the first is the one compared (default: auto)")
     opts = parser.parse_args(argv)
+    methods = [m.strip() for m in opts.fb_methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in ("auto", "sequential", "scan")]
+    if bad or not methods:
+        parser.error(f"--fb-methods: unknown method(s) {bad}; choose from auto, sequential, scan")
     device = resolve_device(opts.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     K, d, N, T = opts.states, opts.features, opts.runs, opts.length
@@ -149,21 +159,30 @@ def main(argv=None) -> dict:
 
     # Separate parameter stores: the two guides have the same site names.
     store = pyro.get_param_store()
-    with store.scope() as ours_scope:
-        ours, ours_args = make_svi(hmm_model, (Z, lengths_t, K, "full", prior), init, 0.01)
-        time_steps(ours, ours_args, 2, sync)  # warm-up (numba compilation, guide setup)
+    ours_runs = {}
+    for method in methods:
+        model = functools.partial(hmm_model, fb_method=method)
+        with store.scope() as scope:
+            svi, svi_args = make_svi(model, (Z, lengths_t, K, "full", prior), init, 0.01)
+            time_steps(svi, svi_args, 2, sync)  # warm-up (numba compilation, guide setup)
+        ours_runs[method] = (scope, svi, svi_args, [])
     with store.scope() as base_scope:
         base, base_args = make_svi(baseline_model, (Z_padded, K, "full", prior), init, 0.01)
         time_steps(base, base_args, 2, sync)
-    t_ours, t_base = [], []
-    for _ in range(blocks):  # alternate, so that load on the machine hits both alike
-        with store.scope(ours_scope):
-            t_ours += time_steps(ours, ours_args, per_block, sync)
+    t_base = []
+    for _ in range(blocks):  # alternate, so that load on the machine hits all alike
+        for scope, svi, svi_args, times in ours_runs.values():
+            with store.scope(scope):
+                times += time_steps(svi, svi_args, per_block, sync)
         with store.scope(base_scope):
             t_base += time_steps(base, base_args, per_block, sync)
-    s_ours, s_base = float(np.median(t_ours)), float(np.median(t_base))
-    print(f"seconds per SVI step (median of {len(t_ours)}): ours {s_ours:.4f}, "
+    s_by_method = {m: float(np.median(run[3])) for m, run in ours_runs.items()}
+    s_ours, s_base = s_by_method[methods[0]], float(np.median(t_base))
+    print(f"seconds per SVI step (median of {len(t_base)}): ours {s_ours:.4f}, "
           f"DiscreteHMM baseline {s_base:.4f} -> {s_base / s_ours:.1f}x faster")
+    if len(methods) > 1:
+        print("seconds per SVI step of ours by forward-backward method: "
+              + ", ".join(f"{m} {s:.4f}" for m, s in s_by_method.items()))
 
     steps = 300 if opts.quick else 3000
     start = HMMParams(truth.start_prob, truth.trans_mat, truth.means + 0.1, truth.covars, "full")
@@ -177,6 +196,7 @@ def main(argv=None) -> dict:
     figures = {
         "N": N, "T": T, "d": d, "K": K, "device": str(device),
         "seconds_per_step_ours": s_ours, "seconds_per_step_baseline": s_base,
+        "fb_methods": methods, "seconds_per_step_ours_by_method": s_by_method,
         "speedup_per_step": s_base / s_ours,
         "loglik_ours": float(ours_ll), "loglik_baseline": float(base_ll),
         "fit_seconds_ours": t_fit, "fit_svi_steps": fit.n_steps, "fit_converged": fit.converged,

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pad", "unpad", "forward_backward_torch", "viterbi_torch", "ffbs_torch"]
+__all__ = [
+    "pad", "unpad", "forward_backward_torch", "assemble_posteriors", "viterbi_torch", "ffbs_torch",
+]
 
 
 def pad(flat: torch.Tensor, lengths: torch.Tensor, fill: float = 0.0):
@@ -64,6 +66,23 @@ def forward_backward_torch(log_b, log_start, log_trans, lengths, *, need_posteri
         step = torch.logsumexp(log_trans[None] + (lb_pad[:, t] + betas[-1])[:, None, :], dim=2)
         betas.append(torch.where(mask[:, t, None], step, ones))
     lbeta = torch.stack(betas[::-1], dim=1)
+    post, filt, xi = assemble_posteriors(lb_pad, mask, la, lbeta, log_like, log_trans)
+    return log_like, post, filt, xi
+
+
+def assemble_posteriors(lb_pad, mask, la, lbeta, log_like, log_trans):
+    """Smoothed and filtered posteriors and summed expected transitions from log messages.
+
+    Parameters
+    ----------
+    lb_pad : (N, T, K) padded log emissions ; mask : (N, T) bool ;
+    la, lbeta : (N, T, K) log forward / backward messages (frozen after each end) ;
+    log_like : (N,) ; log_trans : (K, K).
+
+    Returns
+    -------
+    posteriors : (n, K) ; filtered : (n, K) ; expected_transitions : (K, K)
+    """
     log_post = la + lbeta - log_like[:, None, None]
     post = torch.softmax(log_post, dim=-1)  # renormalise each row against rounding
     log_filt_norm = torch.logsumexp(la, dim=-1, keepdim=True)
@@ -72,9 +91,9 @@ def forward_backward_torch(log_b, log_start, log_trans, lengths, *, need_posteri
     # a (K, N T) x (N T, K) product, never a per-checkpoint K x K array.
     right = torch.exp(lb_pad[:, 1:] + lbeta[:, 1:] + log_filt_norm[:, :-1] - log_like[:, None, None])
     right = right * mask[:, 1:, None]
-    K = log_b.shape[1]
+    K = la.shape[-1]
     xi = torch.exp(log_trans) * (filt[:, :-1].reshape(-1, K).T @ right.reshape(-1, K))
-    return log_like, unpad(post, mask), unpad(filt, mask), xi
+    return unpad(post, mask), unpad(filt, mask), xi
 
 
 def viterbi_torch(log_b, log_start, log_trans, lengths):

@@ -98,6 +98,11 @@ class GaussianHMM:
         as empty and is re-seeded.
     backend : {"auto", "numba", "torch"}
         Forward-backward implementation; ``"auto"`` follows ``device``.
+    fb_method : {"auto", "sequential", "scan"}
+        Time recursion of the torch forward-backward and Viterbi (the ``method`` of
+        :mod:`inference.forward_backward`): ``"scan"`` is the parallel-in-time
+        associative scan (and implies the torch backend), ``"auto"`` uses it on CUDA
+        for runs of at least ``SCAN_MIN_LENGTH`` checkpoints.
 
     Attributes
     ----------
@@ -134,6 +139,7 @@ class GaussianHMM:
         *,
         empty_state_mass: float = 1e-3,
         backend: str = "auto",
+        fb_method: str = "auto",
     ):
         self.n_states = n_states
         self.covariance_type = covariance_type
@@ -147,6 +153,7 @@ class GaussianHMM:
         self.feature_names = feature_names
         self.empty_state_mass = empty_state_mass
         self.backend = backend
+        self.fb_method = fb_method
 
     def __repr__(self) -> str:
         return (
@@ -194,6 +201,10 @@ class GaussianHMM:
             raise ValueError(f"n_restarts must be a positive integer, got {self.n_restarts!r}")
         if not np.isfinite(self.min_covar) or self.min_covar < 0:
             raise ValueError(f"min_covar must be a finite number >= 0, got {self.min_covar!r}")
+        if self.fb_method not in ("auto", "sequential", "scan"):
+            raise ValueError(
+                f"fb_method must be 'auto', 'sequential' or 'scan', got {self.fb_method!r}"
+            )
         if not (self.empty_state_mass >= 0):
             raise ValueError(f"empty_state_mass must be >= 0, got {self.empty_state_mass!r}")
         if isinstance(self.init, HMMParams):
@@ -260,7 +271,9 @@ class GaussianHMM:
         if self.backend not in ("auto", "numba", "torch"):
             raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {self.backend!r}")
         if dev is None:
-            return "numba" if self.backend == "auto" else self.backend
+            if self.backend == "auto":
+                return "torch" if self.fb_method == "scan" else "numba"
+            return self.backend
         return "torch"
 
     # -------------------------------------------------------------------- E-step
@@ -378,7 +391,7 @@ class GaussianHMM:
         for it in range(1, int(self.n_iter) + 1):
             log_b = design.log_likelihood(params.means, params.covars)
             ls, lt = self._logs(params, log_b)
-            fb = forward_backward(log_b, ls, lt, lengths, backend=backend)
+            fb = forward_backward(log_b, ls, lt, lengths, backend=backend, method=self.fb_method)
             total = float(fb.log_likelihood.sum())
             if not np.isfinite(total):
                 raise ModelSizeError(
@@ -403,7 +416,7 @@ class GaussianHMM:
         # Log-likelihood of the parameters actually returned (one more forward pass).
         log_b = design.log_likelihood(params.means, params.covars)
         ls, lt = self._logs(params, log_b)
-        final_ll = float(np.sum(_to_numpy(log_likelihood(log_b, ls, lt, lengths, backend=backend))))
+        final_ll = float(np.sum(_to_numpy(log_likelihood(log_b, ls, lt, lengths, backend=backend, method=self.fb_method))))
         return dict(params=params, history=history, converged=converged, n_iter=it, log_likelihood=final_ll)
 
     # -------------------------------------------------------------------- M-step
@@ -470,7 +483,7 @@ class GaussianHMM:
     def score_samples(self, X, lengths=None) -> np.ndarray:
         """Log-likelihood of every sequence, shape (N,)."""
         log_b, ls, lt, lengths, backend = self._run(X, lengths)
-        return _to_numpy(log_likelihood(log_b, ls, lt, lengths, backend=backend))
+        return _to_numpy(log_likelihood(log_b, ls, lt, lengths, backend=backend, method=self.fb_method))
 
     def score(self, X, lengths=None) -> float:
         """Total log-likelihood ``log p(X)`` summed over sequences."""
@@ -479,17 +492,21 @@ class GaussianHMM:
     def predict(self, X, lengths=None) -> np.ndarray:
         """Viterbi state paths, shape (n,) int64."""
         log_b, ls, lt, lengths, backend = self._run(X, lengths)
-        return _to_numpy(viterbi(log_b, ls, lt, lengths, backend=backend)[0]).astype(np.int64)
+        return _to_numpy(viterbi(log_b, ls, lt, lengths, backend=backend, method=self.fb_method)[0]).astype(np.int64)
 
     def predict_proba(self, X, lengths=None) -> np.ndarray:
         """Smoothed posteriors p(s_t | z_1:T), shape (n, K)."""
         log_b, ls, lt, lengths, backend = self._run(X, lengths)
-        return _to_numpy(forward_backward(log_b, ls, lt, lengths, backend=backend).posteriors)
+        return _to_numpy(forward_backward(
+            log_b, ls, lt, lengths, backend=backend, method=self.fb_method
+        ).posteriors)
 
     def filtered_proba(self, X, lengths=None) -> np.ndarray:
         """Filtered posteriors p(s_t | z_1:t), shape (n, K)."""
         log_b, ls, lt, lengths, backend = self._run(X, lengths)
-        res = forward_backward(log_b, ls, lt, lengths, filtered=True, backend=backend)
+        res = forward_backward(
+            log_b, ls, lt, lengths, filtered=True, backend=backend, method=self.fb_method
+        )
         return _to_numpy(res.filtered)
 
     def n_parameters(self) -> int:

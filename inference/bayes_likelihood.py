@@ -1,7 +1,8 @@
 """Exact marginal log-likelihood of an HMM as a differentiable torch operation.
 
 The discrete states are summed out by the compiled forward algorithm of
-:mod:`inference.forward_backward` (numba on CPU, torch kernels on CUDA). Its gradient
+:mod:`inference.forward_backward` (numba on CPU, torch kernels on CUDA: the
+parallel-in-time scan for long runs). Its gradient
 needs no backpropagation through the time recursion: by Fisher's identity the
 gradient of ``log p(z_1:T)`` with respect to the (unnormalised) log potentials is the
 expected sufficient statistic under the smoothed posterior,
@@ -28,12 +29,12 @@ from .forward_backward import forward_backward
 __all__ = ["hmm_log_likelihood", "reference_log_likelihood", "pad_sequences"]
 
 
-def _run_forward_backward(log_emission, log_start, log_trans, lengths):
+def _run_forward_backward(log_emission, log_start, log_trans, lengths, method="auto"):
     """Call the engine on the device the inputs live on; return torch tensors there."""
     device, dtype = log_emission.device, log_emission.dtype
-    if log_emission.is_cuda:
+    if log_emission.is_cuda or method == "scan":
         result = forward_backward(
-            log_emission, log_start, log_trans, lengths.to(device), backend="torch"
+            log_emission, log_start, log_trans, lengths.to(device), backend="torch", method=method
         )
         as_tensor = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     else:
@@ -44,6 +45,7 @@ def _run_forward_backward(log_emission, log_start, log_trans, lengths):
             log_trans.numpy(),
             lengths.cpu().numpy(),
             backend="numba",
+            method=method,
         )
         as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
     return (
@@ -58,9 +60,9 @@ class _MarginalLogLikelihood(torch.autograd.Function):
     """Total log-likelihood of ragged sequences with Fisher-identity gradients."""
 
     @staticmethod
-    def forward(ctx, log_emission, log_start, log_trans, lengths):
+    def forward(ctx, log_emission, log_start, log_trans, lengths, method):
         loglik, posteriors, expected_trans, expected_start = _run_forward_backward(
-            log_emission.detach(), log_start.detach(), log_trans.detach(), lengths
+            log_emission.detach(), log_start.detach(), log_trans.detach(), lengths, method
         )
         ctx.save_for_backward(posteriors, expected_trans, expected_start)
         return loglik.sum()
@@ -73,6 +75,7 @@ class _MarginalLogLikelihood(torch.autograd.Function):
             grad_output * expected_start,
             grad_output * expected_trans,
             None,
+            None,
         )
 
 
@@ -81,6 +84,8 @@ def hmm_log_likelihood(
     log_start: torch.Tensor,
     log_trans: torch.Tensor,
     lengths: torch.Tensor,
+    *,
+    method: str = "auto",
 ) -> torch.Tensor:
     """Total exact log-likelihood ``sum_i log p(z^(i))`` of ragged runs, differentiable.
 
@@ -94,6 +99,11 @@ def hmm_log_likelihood(
         Log transition potentials, ``[j, k]`` for ``j -> k`` (normally ``log A``).
     lengths : torch.Tensor, shape (N,), integer
         Run lengths, summing to ``n_total``.
+    method : {"auto", "sequential", "scan"}
+        Time recursion of the forward-backward pass (:mod:`inference.forward_backward`):
+        ``"auto"`` runs the numba kernels on CPU and, on CUDA, the parallel-in-time
+        scan for runs of at least ``SCAN_MIN_LENGTH`` checkpoints; ``"scan"`` forces
+        the scan (torch kernels, on CPU too).
 
     Returns
     -------
@@ -112,7 +122,7 @@ def hmm_log_likelihood(
             f"lengths sum to {int(lengths.sum())} but log_emission has "
             f"{log_emission.shape[0]} rows"
         )
-    return _MarginalLogLikelihood.apply(log_emission, log_start, log_trans, lengths)
+    return _MarginalLogLikelihood.apply(log_emission, log_start, log_trans, lengths, method)
 
 
 def pad_sequences(X: torch.Tensor, lengths) -> tuple[torch.Tensor, torch.Tensor]:

@@ -249,6 +249,8 @@ def hmm_model(
     n_states: int,
     covariance_type: str = "full",
     prior: HMMPrior | None = None,
+    *,
+    fb_method: str = "auto",
 ) -> torch.Tensor:
     """Pyro model with the states marginalised by the compiled forward-backward.
 
@@ -262,6 +264,9 @@ def hmm_model(
     covariance_type : {"full", "diag"}
     prior : HMMPrior, optional
         Defaults to ``HMMPrior()``.
+    fb_method : {"auto", "sequential", "scan"}
+        Time recursion of the forward-backward pass (``method`` of
+        :func:`inference.bayes_likelihood.hmm_log_likelihood`).
 
     Returns
     -------
@@ -275,7 +280,9 @@ def hmm_model(
         n_states, Z.shape[-1], covariance_type, prior, Z.dtype, Z.device
     )
     log_emission = emission_log_prob(Z, means, scales, corr_chol)
-    loglik = hmm_log_likelihood(log_emission, start_prob.log(), trans_mat.log(), lengths)
+    loglik = hmm_log_likelihood(
+        log_emission, start_prob.log(), trans_mat.log(), lengths, method=fb_method
+    )
     pyro.factor("log_likelihood", loglik)
     return loglik
 

@@ -16,6 +16,25 @@ Backends
 ``"auto"`` (default)
     numba for numpy arrays and CPU tensors, torch for tensors on an accelerator.
 
+Methods (the torch backend's time axis; keyword ``method``)
+------------------------------------------------------------
+``"sequential"``
+    One batched step per checkpoint (``T_max`` steps).
+``"scan"``
+    Parallel in time: associative scans of log-semiring (max-plus for Viterbi)
+    matrix products, ``2 ceil(log2 T_max)`` levels (:mod:`inference._scan_kernels`);
+    ``O(K^3)`` work and ``N T_max K^2`` memory per step instead of ``O(K^2)`` and
+    ``N T_max K``. Implies the torch backend (``backend="numba"`` is refused).
+``"auto"`` (default)
+    ``"scan"`` for tensors on CUDA with ``T_max >= SCAN_MIN_LENGTH`` (256) whose scan
+    fits in half the device's free memory (:func:`inference._scan_kernels.scan_bytes`),
+    else ``"sequential"``; numba is always sequential. Rationale: on a GPU a sequential
+    step costs a few kernel launches (~10 us each) whatever N and K, so the loop
+    costs ~``8 T_max`` launches, against ~``20 log2 T_max`` for the scan plus its
+    larger but fully parallel arithmetic; below a few hundred checkpoints the
+    launch saving is small against the scan's ``K``-fold extra work and memory. On a
+    CPU the scan only adds work (measured in ``benchmarks/bench_mle.py --engines``).
+
 Inputs may be numpy arrays or torch tensors; results are returned as the same kind
 (on the same device) as ``log_emission``, in float64.
 
@@ -40,9 +59,13 @@ __all__ = [
     "viterbi",
     "sample_paths",
     "check_lengths",
+    "SCAN_MIN_LENGTH",
 ]
 
 _BACKENDS = ("auto", "numba", "torch")
+_METHODS = ("auto", "sequential", "scan")
+#: ``method="auto"`` uses the time-parallel scan on CUDA from this many checkpoints.
+SCAN_MIN_LENGTH = 256
 
 
 @dataclass
@@ -97,14 +120,41 @@ def check_lengths(lengths, n: int) -> np.ndarray:
     return arr
 
 
-def _pick_backend(backend: str, log_emission) -> str:
+def _pick_backend(backend: str, log_emission, method: str = "auto") -> str:
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if method == "scan":
+        if backend == "numba":
+            raise ValueError("method='scan' runs on the torch backend; got backend='numba'")
+        return "torch"
     if backend != "auto":
         return backend
     if _is_torch(log_emission) and log_emission.device.type != "cpu":
         return "torch"
     return "numba"
+
+
+def _pick_method(method: str, backend: str, log_emission, lengths: np.ndarray) -> str:
+    """Resolve ``method`` (already validated) for the chosen backend."""
+    if backend == "numba":
+        return "sequential"
+    if method != "auto":
+        return method
+    if log_emission.device.type != "cuda" or int(lengths.max()) < SCAN_MIN_LENGTH:
+        return "sequential"
+    return "scan" if _scan_fits(log_emission, lengths) else "sequential"
+
+
+def _scan_fits(log_emission, lengths: np.ndarray) -> bool:
+    """Whether a scan's memory allowance fits in half the free memory of a CUDA device."""
+    import torch
+
+    from ._scan_kernels import scan_bytes
+
+    free, _ = torch.cuda.mem_get_info(log_emission.device)
+    return scan_bytes(len(lengths), int(lengths.max()), log_emission.shape[1]) <= free // 2
 
 
 def _check_model(log_emission, log_start, log_trans):
@@ -129,9 +179,10 @@ def _to_torch(x, like):
     return torch.as_tensor(x, dtype=torch.float64, device=like.device)
 
 
-def _prepare(log_emission, log_start, log_trans, lengths, backend):
-    """Validate and convert inputs for the chosen backend."""
-    backend = _pick_backend(backend, log_emission)
+def _prepare(log_emission, log_start, log_trans, lengths, backend, method="auto"):
+    """Validate and convert inputs for the chosen backend; ``backend`` comes back as
+    ``"numba"``, ``"torch"`` (sequential) or ``"torch-scan"``."""
+    backend = _pick_backend(backend, log_emission, method)
     _check_model(log_emission, log_start, log_trans)
     lengths = check_lengths(lengths, log_emission.shape[0])
     if backend == "numba":
@@ -140,6 +191,8 @@ def _prepare(log_emission, log_start, log_trans, lengths, backend):
 
     ref = log_emission if _is_torch(log_emission) else torch.empty(0)
     le = ref.to(torch.float64) if _is_torch(log_emission) else _to_torch(log_emission, ref)
+    if _pick_method(method, backend, le, lengths) == "scan":
+        backend = "torch-scan"
     return (
         backend,
         le,
@@ -189,8 +242,26 @@ def _numba_forward_backward(log_b, log_start, log_trans, lengths):
     return ll, post, filt, xi_seq.sum(0)
 
 
+def _torch_fb(backend: str):
+    """The torch forward-backward kernel of a resolved backend."""
+    if backend == "torch-scan":
+        from ._scan_kernels import forward_backward_scan
+
+        return forward_backward_scan
+    from ._torch_kernels import forward_backward_torch
+
+    return forward_backward_torch
+
+
 def forward_backward(
-    log_emission, log_start, log_trans, lengths=None, *, filtered: bool = False, backend: str = "auto"
+    log_emission,
+    log_start,
+    log_trans,
+    lengths=None,
+    *,
+    filtered: bool = False,
+    backend: str = "auto",
+    method: str = "auto",
 ) -> ForwardBackwardResult:
     """Forward-backward over several sequences.
 
@@ -206,18 +277,18 @@ def forward_backward(
     filtered : bool
         Also return the filtered posteriors p(s_t | z_1:t).
     backend : {"auto", "numba", "torch"}
+    method : {"auto", "sequential", "scan"}
+        Time recursion of the torch backend (see the module docstring).
 
     Returns
     -------
     ForwardBackwardResult
     """
-    backend, le, ls, lt, lens = _prepare(log_emission, log_start, log_trans, lengths, backend)
+    backend, le, ls, lt, lens = _prepare(log_emission, log_start, log_trans, lengths, backend, method)
     if backend == "numba":
         ll, post, filt, xi = _numba_forward_backward(le, ls, lt, lens)
     else:
-        from ._torch_kernels import forward_backward_torch
-
-        ll, post, filt, xi = forward_backward_torch(le, ls, lt, lens)
+        ll, post, filt, xi = _torch_fb(backend)(le, ls, lt, lens)
     offsets = _offsets(lens.cpu().numpy() if _is_torch(lens) else lens)[:-1]
     start = post[offsets].sum(0)
     return ForwardBackwardResult(
@@ -229,27 +300,34 @@ def forward_backward(
     )
 
 
-def log_likelihood(log_emission, log_start, log_trans, lengths=None, *, backend: str = "auto"):
-    """Per-sequence log-likelihood (N,) (the forward pass of :func:`forward_backward`)."""
-    backend, le, ls, lt, lens = _prepare(log_emission, log_start, log_trans, lengths, backend)
+def log_likelihood(
+    log_emission, log_start, log_trans, lengths=None, *, backend: str = "auto", method: str = "auto"
+):
+    """Per-sequence log-likelihood (N,) (the forward pass of :func:`forward_backward`).
+
+    With ``method="scan"`` it is one tree reduction of the step matrices.
+    """
+    backend, le, ls, lt, lens = _prepare(log_emission, log_start, log_trans, lengths, backend, method)
     if backend == "numba":
         ll = _numba_forward_backward(le, ls, lt, lens)[0]
     else:
-        from ._torch_kernels import forward_backward_torch
-
-        ll = forward_backward_torch(le, ls, lt, lens, need_posteriors=False)[0]
+        ll = _torch_fb(backend)(le, ls, lt, lens, need_posteriors=False)[0]
     return _as_input_kind(ll, log_emission)
 
 
-def filtered_posteriors(log_emission, log_start, log_trans, lengths=None, *, backend: str = "auto"):
+def filtered_posteriors(
+    log_emission, log_start, log_trans, lengths=None, *, backend: str = "auto", method: str = "auto"
+):
     """Filtered posteriors p(s_t | z_1:t), shape (n, K), of the input's kind."""
     return forward_backward(
-        log_emission, log_start, log_trans, lengths, filtered=True, backend=backend
+        log_emission, log_start, log_trans, lengths, filtered=True, backend=backend, method=method
     ).filtered
 
 
-def viterbi(log_emission, log_start, log_trans, lengths=None, *, backend: str = "auto"):
-    """Most probable state paths.
+def viterbi(
+    log_emission, log_start, log_trans, lengths=None, *, backend: str = "auto", method: str = "auto"
+):
+    """Most probable state paths (``method="scan"``: max-plus scan, see the module docstring).
 
     Returns
     -------
@@ -258,11 +336,15 @@ def viterbi(log_emission, log_start, log_trans, lengths=None, *, backend: str = 
     log_prob : (N,)
         ``log p(z, s*)`` of each sequence's best path.
     """
-    backend, le, ls, lt, lens = _prepare(log_emission, log_start, log_trans, lengths, backend)
+    backend, le, ls, lt, lens = _prepare(log_emission, log_start, log_trans, lengths, backend, method)
     if backend == "numba":
         paths = np.empty(le.shape[0], dtype=np.int64)
         log_prob = np.empty(len(lens))
         nk.viterbi_kernel(le, ls, lt, _offsets(lens), paths, log_prob)
+    elif backend == "torch-scan":
+        from ._scan_kernels import viterbi_scan
+
+        paths, log_prob = viterbi_scan(le, ls, lt, lens)
     else:
         from ._torch_kernels import viterbi_torch
 
@@ -293,8 +375,8 @@ def sample_paths(
         paths = np.empty(le.shape[0], dtype=np.int64)
         nk.ffbs_kernel(filt, lt, _offsets(lens), uniforms, paths)
     else:
-        from ._torch_kernels import ffbs_torch, forward_backward_torch
+        from ._torch_kernels import ffbs_torch
 
-        filt = forward_backward_torch(le, ls, lt, lens)[2]
+        filt = _torch_fb(backend)(le, ls, lt, lens)[2]
         paths = ffbs_torch(filt, lt, lens, _to_torch(uniforms, le))
     return _as_input_kind(paths, log_emission)
