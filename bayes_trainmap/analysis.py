@@ -46,7 +46,7 @@ import pandas as pd
 from bayes_trainmap.baselines import DEFAULT_STATES_RANGE, BaselineSelection, hmm1_selection, kmeans_selection
 from bayes_trainmap.convergence import ConvergenceResult, convergence_from_arrays
 from bayes_trainmap.detours import RegressionResult, convergence_regression, occupancy
-from bayes_trainmap.dissimilarity import is_forking, trajectory_dissimilarity
+from bayes_trainmap.dissimilarity import is_forking, structural_edges, trajectory_dissimilarity
 from bayes_trainmap.errors import BayesTrainmapError
 from bayes_trainmap.schema import RUN_COLUMN
 from bayes_trainmap.training_map import TrainingMap, build_training_map
@@ -390,7 +390,9 @@ def analyze(
     dissimilarity = (
         trajectory_dissimilarity(occ, ground_metric, np.asarray(params.means)) if len(run_ids) > 1 else float("nan")
     )
-    forking = is_forking(tmap.edges, n_states, visited_states=tmap.visited_states)
+    # Structure without one-checkpoint j -> k -> j flickers (see dissimilarity.structural_edges).
+    struct_edges, struct_states = structural_edges(paths, lengths)
+    forking = is_forking(struct_edges, n_states, visited_states=struct_states)
 
     baselines = None
     if run_baselines:

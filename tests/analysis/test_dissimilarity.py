@@ -109,3 +109,48 @@ def test_single_state_and_dataframe_input():
     assert is_forking(frame, 4)
     with pytest.raises(ValueError, match="outside"):
         is_forking([(0, 5)], 3)
+
+
+def _forking_of(runs, n_states):
+    from bayes_trainmap.dissimilarity import structural_edges
+
+    paths = np.concatenate([np.asarray(r) for r in runs])
+    edges, states = structural_edges(paths, np.array([len(r) for r in runs]))
+    return is_forking(edges, n_states, visited_states=states), edges, states
+
+
+def test_one_checkpoint_flicker_of_one_run_does_not_flip_the_forking_flag():
+    linear = [[0, 0, 0, 1, 1, 1, 2, 2]] * 4
+    assert _forking_of(linear, 4)[0] is False
+    # One run wavers for a single checkpoint back to 0, another into the unused state 3.
+    flicker = linear[:2] + [[0, 0, 0, 1, 0, 1, 2, 2], [0, 0, 0, 1, 1, 3, 1, 2]]
+    forking, edges, states = _forking_of(flicker, 4)
+    assert forking is False
+    assert edges == [(0, 1), (1, 2)] and states == [0, 1, 2]
+    # The raw edges of the same paths do fork (1 -> 0 back edge, 1 -> 3 branch).
+    raw = {(a, b) for r in flicker for a, b in zip(r[:-1], r[1:]) if a != b}
+    assert is_forking(sorted(raw), 4)
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [[0, 0, 1, 1, 2, 2], [0, 0, 3, 3, 2, 2]],  # a two-checkpoint detour through 3
+        [[0, 0, 1, 1, 2, 2], [0, 0, 3, 2, 2, 2]],  # one checkpoint in 3 but no return to 0: a real route
+        [[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 0, 0]],  # a return that lasts
+        [[0, 0, 1, 1], [1, 1, 0, 0]],  # opposite directions
+    ],
+)
+def test_real_branches_still_fork(runs):
+    assert _forking_of(runs, 4)[0] is True
+
+
+def test_flicker_rule_at_the_ends_and_across_run_boundaries():
+    # A one-checkpoint first or last stay is no flicker (no state on both sides).
+    assert _forking_of([[3, 1, 1], [0, 0, 1, 1]], 4)[0] is True
+    assert _forking_of([[0, 0, 1, 1, 3], [0, 0, 1, 1, 2]], 4)[0] is True
+    # Two runs [0, 1] and [0, ...] concatenated do not form a flicker 0, 1, 0.
+    forking, edges, _ = _forking_of([[0, 0, 1], [0, 1, 1]], 2)
+    assert edges == [(0, 1)] and forking is False
+    # Alternating single checkpoints collapse to the state around them.
+    assert _forking_of([[0, 0, 1, 0, 1, 0, 2, 2]], 3)[1] == [(0, 2)]
