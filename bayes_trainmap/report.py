@@ -31,14 +31,16 @@ Numbers that are undefined are ``null``; every other value is finite.
                       HMM and, when computed, k-means and HMM-1)
 ``states``            ``[{state, occupancy, n_checkpoints, n_runs, runs, mean_dwell,
                       is_initial, is_final, n_runs_start, n_runs_end, top_features,
-                      top_importance, coefficient, ci_low, ci_high, detour}]``, one per state
+                      top_importance, coefficient, ci_low, ci_high, identified, detour}]``,
+                      one per state (``identified`` false: "not identified", no coefficient)
 ``edges``             ``[{source, target, trans_prob, n_runs, n_uses, runs, conv_mean,
                       conv_sd, conv_n, top_features, importance, mean_change, label}]``
 ``initial_states``    [int]; ``final_states``: [int]
 ``regression``        ``RegressionResult.to_dict()``: per-state lists ``coefficients,
                       std_errors, ci_low, ci_high, pvalues, visited_by, detour``; scalars
                       ``r_squared, f_statistic, f_pvalue, df_model, df_resid, n_runs``;
-                      ``dropped_states``, ``runs``, ``step_mean``, ``step_sd``, ``warning``
+                      ``dropped_states``, ``runs``, ``step_mean``, ``step_sd``, ``warning``;
+                      ``identified`` (K bools), ``not_identified_reasons`` (K str|null), ``rank``
 ``detour_states``     [int]
 ``convergence``       ``{outcome, threshold, higher_is_better, steps: {run: step|null},
                       never_converged: [str], censored_runs: [str], n_converged,
@@ -202,6 +204,7 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
             coefficient=reg.coefficients[k],
             ci_low=reg.ci_low[k],
             ci_high=reg.ci_high[k],
+            identified=bool(reg.identified[k]),
             detour=bool(reg.detour[k]),
         )
         states.append(row)
@@ -354,6 +357,13 @@ def validate_report_json(d: dict) -> None:
     for key in _REG_SCALARS:
         if key not in reg or not _is_number_or_null(reg[key]):
             problems.append(f"regression.{key} must be a number or null")
+    if "identified" in reg:
+        ident = reg["identified"]
+        if not isinstance(ident, list) or len(ident) != k or not all(isinstance(v, bool) for v in ident):
+            problems.append(f"regression.identified must be a list of {k} booleans")
+        elif isinstance(reg.get("detour"), list) and len(reg["detour"]) == k:
+            if any(d and not i for d, i in zip(reg["detour"], ident)):
+                problems.append("regression.detour flags a state that is not identified")
     for key in ("r_squared", "p_value", "dissimilarity", "forking"):
         if key not in d["table1"]:
             problems.append(f"table1 is missing {key!r}")
@@ -499,7 +509,7 @@ def _tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
             _fmt(s.get("mean_dwell"), 1),
             ends,
             ", ".join(feature_label(f) for f in s["top_features"]) or "–",
-            _fmt(s["coefficient"], 2),
+            _coef_cell(s["coefficient"], s.get("identified", True), s["n_runs"] > 0, 2),
             _fmt_interval(s["ci_low"], s["ci_high"]),
             "DETOUR" if s["detour"] else "",
         ]
@@ -543,7 +553,7 @@ def _tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     rows = [
         [
             str(k),
-            _fmt(reg["coefficients"][k], 3),
+            _coef_cell(reg["coefficients"][k], _reg_identified(reg, k), reg["visited_by"][k] > 0, 3),
             _fmt(reg["std_errors"][k], 3),
             _fmt_interval(reg["ci_low"][k], reg["ci_high"][k]),
             _fmt_p(reg["pvalues"][k]),
@@ -560,6 +570,31 @@ def _tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     return tables
 
 
+def _reg_identified(reg: dict, k: int) -> bool:
+    ident = reg.get("identified")
+    return True if ident is None else bool(ident[k])
+
+
+def _coef_cell(value, identified: bool, visited: bool, digits: int) -> str:
+    """A coefficient, or "not identified" for a visited state the data do not identify."""
+    return "not identified" if visited and not identified else _fmt(value, digits)
+
+
+def _identification_sentence(reg: dict) -> str:
+    """Why the non-identified visited states have no coefficient ('' when all are identified)."""
+    reasons = reg.get("not_identified_reasons") or []
+    by_reason: dict[str, list[int]] = {}
+    for k, why in enumerate(reasons):
+        if why and reg["visited_by"][k] > 0 and not _reg_identified(reg, k):
+            by_reason.setdefault(why, []).append(k)
+    if not by_reason:
+        return ""
+    parts = [f"state{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}: {why}" for why, ks in by_reason.items()]
+    return (
+        " Not identified (no coefficient, never a detour) -- " + "; ".join(parts) + "."
+    )
+
+
 def _regression_sentence(report: dict) -> str:
     reg = report["regression"]
     conv = report["convergence"]
@@ -573,6 +608,7 @@ def _regression_sentence(report: dict) -> str:
         f"F = {_fmt(reg['f_statistic'], 2)}, p = {_fmt_p(reg['f_pvalue'])}. "
         "Coefficients are in standard deviations of the convergence step per unit of occupancy; "
         "a state is a detour if its coefficient is positive and some converged run never visits it."
+        + _identification_sentence(reg)
     )
 
 
