@@ -9,8 +9,9 @@ where ``n_val`` is the number of held-out checkpoints and ``p`` the number of
 free parameters, ``(K-1) + K(K-1) + K d + K d(d+1)/2`` (full covariance) or
 ``(K-1) + K(K-1) + 2 K d`` (diagonal). Among the restarts of one K the model with
 the highest *training* log-likelihood is kept (choosing by held-out likelihood
-would let the validation runs pick the parameters as well as K); the chosen K
-minimises that model's BIC.
+would let the validation runs pick the parameters as well as K); restarts within a
+relative :data:`TIE_RTOL` (1e-9) of the highest are tied and the lowest restart
+index wins. The chosen K minimises that model's BIC (the smaller K on ties).
 """
 
 from __future__ import annotations
