@@ -55,7 +55,9 @@ from bayes_trainmap.selection import (
     SelectionResult,
     check_supported,
     max_supported_states,
+    model_size_warning,
     parse_states,
+    range_edge_warning,
     select_n_states,
 )
 
@@ -124,6 +126,7 @@ class FitResult:
     config: dict[str, Any] = field(default_factory=dict)
     analysis: Any = None
     bayesian: Any = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_states(self) -> int:
@@ -356,6 +359,16 @@ def fit(
     params = dataclasses.replace(
         selection.best_model.params_, feature_names=model_features, normalization=normalization
     )
+    fit_warnings = [
+        w
+        for w in (
+            model_size_warning(selection.best_n_states, int(len_train.sum()), len(model_features), covariance),
+            range_edge_warning(selection.curve, selection.best_n_states),
+        )
+        if w
+    ]
+    for w in fit_warnings:
+        logger.warning("%s", w)
 
     bayesian = None
     if posterior is not None:
@@ -424,6 +437,7 @@ def fit(
         paths=paths,
         config=config,
         bayesian=bayesian,
+        warnings=fit_warnings,
     )
     if analyze and outcome is not None:
         result.analysis = _run_analysis(result, outcome=outcome, threshold=threshold, states_range=candidates)
@@ -595,6 +609,7 @@ def _summarise(result: FitResult) -> dict[str, Any]:
             for s in range(k)
         ],
         "runs": runs,
+        "warnings": list(result.warnings),
     }
     return summary
 
@@ -653,6 +668,8 @@ def render_summary(summary: dict[str, Any], max_runs: int = 12) -> str:
         lines.append(f"  {run['run']} ({run['split']}): {parts}")
     if len(summary["runs"]) > max_runs:
         lines.append(f"  ... {len(summary['runs']) - max_runs} more runs in decoded.parquet")
+    for w in summary.get("warnings", []):
+        lines.append(f"Warning: {w}")
     return "\n".join(lines)
 
 

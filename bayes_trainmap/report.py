@@ -217,7 +217,7 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
         table4.extend(analysis.baselines)
     conv = analysis.convergence
     converged = conv.converged
-    warnings_ = []
+    warnings_ = [str(w) for w in summary.get("warnings", [])]  # model size, K at the top of the range
     if reg.warning:
         warnings_.append(reg.warning)
     if conv.never_converged:
