@@ -355,6 +355,11 @@ def analyze(
         raise BayesTrainmapError(
             f"Z {Z.shape}, paths {paths.shape} and steps {steps.shape} must all have lengths.sum() = {lengths.sum()} rows"
         )
+    if outcome in feature_names:
+        raise BayesTrainmapError(
+            f"the convergence outcome {outcome!r} is also a model feature; the regression would explain "
+            "convergence by the outcome itself -- leave it out of the features"
+        )
     if filtered is None:
         filtered = compute_filtered(params, Z, lengths)
     split_map = _split_mapping(split, run_ids)
@@ -363,6 +368,14 @@ def analyze(
     conv = convergence_from_arrays(
         values, steps, lengths, run_ids, outcome=outcome, threshold=threshold, higher_is_better=higher_is_better
     )
+    if conv.no_outcome:
+        logger.warning(
+            "%d of %d runs have no finite value of %s and are left out of the regression: %s",
+            len(conv.no_outcome),
+            len(run_ids),
+            outcome,
+            ", ".join(conv.no_outcome),
+        )
     if conv.never_converged:
         logger.warning(
             "%d of %d runs never reach %s %s %g: %s",
@@ -381,7 +394,7 @@ def analyze(
     censored: list[str] = []
     if include_unconverged and conv.never_converged:
         last_steps = steps[np.cumsum(lengths) - 1].astype(float)
-        missing = ~np.isfinite(y)
+        missing = np.isin(run_ids, conv.never_converged)  # not the runs without any outcome value
         y = np.where(missing, last_steps, y)
         censored = [r for r, m in zip(run_ids, missing) if m]
     keep = np.isfinite(y)

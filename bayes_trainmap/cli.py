@@ -102,6 +102,13 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     analysis.add_argument("--outcome", help="outcome column defining convergence (default: eval_accuracy if present)")
     analysis.add_argument("--threshold", type=float, help="convergence threshold on the outcome")
     analysis.add_argument("--task", help="task preset for the threshold (e.g. sparse_parities, mnist)")
+    analysis.add_argument(
+        "--outcome-direction",
+        choices=("auto", "higher", "lower"),
+        default="auto",
+        help="crossing means outcome >= threshold (higher) or <= threshold (lower); "
+        "auto: lower for names containing 'loss'",
+    )
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", metavar="DIR", help="fit directory (default: fits/<data-name>-<mode>)")
@@ -187,6 +194,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             outcome=args.outcome,
             threshold=args.threshold,
             task=args.task,
+            outcome_direction=args.outcome_direction,
             progress=not args.quiet,
             bayes_options=bayes_options,
             executor=executor,

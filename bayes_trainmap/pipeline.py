@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_trainmap import __version__
+from bayes_trainmap.convergence import direction_from_option
 from bayes_trainmap.data import (
     TrajectorySet,
     ZScoreInfo,
@@ -237,6 +238,7 @@ def fit(
     outcome: str | None = None,
     threshold: float | None = None,
     task: str | None = None,
+    outcome_direction: str = "auto",
     analyze: bool = True,
     progress: bool = True,
     bayes_options: dict[str, Any] | None = None,
@@ -277,6 +279,9 @@ def fit(
         named in the data's metadata, else :data:`DEFAULT_THRESHOLD`.
     task : str, optional
         Task preset for the threshold (see ``convergence.TASK_THRESHOLDS``).
+    outcome_direction : {"auto", "higher", "lower"}
+        Whether crossing the threshold means ``>=`` (higher is better) or ``<=``;
+        "auto" guesses from the name ("loss" in it: lower).
     analyze : bool
         Run :func:`bayes_trainmap.analysis.analyze` (training map, detours, ...).
     progress : bool
@@ -314,8 +319,18 @@ def fit(
     device = resolve_device(device)
     threshold = _resolve_threshold(threshold, task, ts)
     outcome = _resolve_outcome(outcome, ts)
+    higher_is_better = direction_from_option(outcome_direction)
 
     requested = validate(ts, features, min_length=min_length)
+    if outcome is not None:
+        if outcome in requested:
+            raise BayesTrainmapError(
+                f"the convergence outcome {outcome!r} cannot also be a model feature (the regression would "
+                "explain convergence by the outcome itself); leave it out of --features"
+            )
+        # Refuse a bad threshold (non-finite, outside [0, 1] for an accuracy, crossed by every
+        # checkpoint) or an outcome with no finite value now, not after the fit.
+        _convergence_steps(ts, outcome, threshold, higher_is_better)
     X, lengths = ts.feature_matrix(requested)
     run_ids = ts.run_ids
     Z, zinfo = zscore_per_run(X, lengths, window, feature_names=requested, run_ids=run_ids)
@@ -379,7 +394,7 @@ def fit(
             Z,
             lengths,
             params,
-            convergence_steps=_convergence_steps(ts, outcome, threshold),
+            convergence_steps=_convergence_steps(ts, outcome, threshold, higher_is_better),
             device=device,
             seed=int(seed),
             progress=progress,
@@ -419,6 +434,7 @@ def fit(
         "outcome": outcome,
         "threshold": threshold,
         "task": task,
+        "outcome_direction": outcome_direction,
         "bayes_options": dict(bayes_options or {}),
         "split": {SPLIT_TRAIN: train_ids, SPLIT_VAL: val_ids},
     }
@@ -440,7 +456,9 @@ def fit(
         warnings=fit_warnings,
     )
     if analyze and outcome is not None:
-        result.analysis = _run_analysis(result, outcome=outcome, threshold=threshold, states_range=candidates)
+        result.analysis = _run_analysis(
+            result, outcome=outcome, threshold=threshold, states_range=candidates, higher_is_better=higher_is_better
+        )
         if result.analysis is not None and bayesian is not None and bayesian.uncertainty is not None:
             result.analysis.uncertainty = bayesian.uncertainty
     return result
@@ -481,19 +499,24 @@ def _resolve_outcome(outcome: str | None, ts: TrajectorySet) -> str | None:
     return None
 
 
-def _convergence_steps(ts: TrajectorySet, outcome: str | None, threshold: float) -> np.ndarray | None:
+def _convergence_steps(
+    ts: TrajectorySet, outcome: str | None, threshold: float, higher_is_better: bool | None = None
+) -> np.ndarray | None:
     """Convergence step per run (NaN where the outcome never crosses), run order."""
     if outcome is None:
         return None
     from bayes_trainmap.convergence import convergence_from_arrays
 
     result = convergence_from_arrays(
-        ts.outcome(outcome), ts.steps(), ts.lengths, ts.run_ids, outcome=outcome, threshold=threshold
+        ts.outcome(outcome), ts.steps(), ts.lengths, ts.run_ids, outcome=outcome, threshold=threshold,
+        higher_is_better=higher_is_better,
     )
     return result.steps.to_numpy(dtype=np.float64)
 
 
-def _run_analysis(result: FitResult, *, outcome: str, threshold: float, states_range: Sequence[int]):
+def _run_analysis(
+    result: FitResult, *, outcome: str, threshold: float, states_range: Sequence[int], higher_is_better=None
+):
     """The training map, convergence regression, detours, dissimilarity and baselines.
 
     An analysis the data cannot support (e.g. no run converges) is reported as a
@@ -515,6 +538,7 @@ def _run_analysis(result: FitResult, *, outcome: str, threshold: float, states_r
             split=result.split,
             outcome=outcome,
             threshold=threshold,
+            higher_is_better=higher_is_better,
             states_range=list(states_range),
             random_state=int(result.config["seed"]),
         )

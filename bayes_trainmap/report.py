@@ -226,6 +226,11 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
             f"{len(conv.never_converged)} run(s) never reached {conv.outcome} "
             f"{'>=' if conv.higher_is_better else '<='} {conv.threshold:g} ({verb}): {', '.join(conv.never_converged)}"
         )
+    if getattr(conv, "no_outcome", None):
+        warnings_.append(
+            f"{len(conv.no_outcome)} run(s) have no finite value of {conv.outcome} (left out of the regression; "
+            f"not counted as never converged): {', '.join(conv.no_outcome)}"
+        )
     if reg.dropped_states:
         warnings_.append(f"state(s) {reg.dropped_states} are visited by no converged run and have no coefficient")
     unvisited = [int(s["state"]) for s in states if s["n_runs"] == 0]

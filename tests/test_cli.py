@@ -119,6 +119,11 @@ def _one_run(f):
     return f[f["run"] == "run_0"]
 
 
+def _all_nan_outcome(f):
+    f["eval_accuracy"] = np.nan
+    return f
+
+
 def _no_statistics(f):
     return f[["run", "seed", "step", "eval_accuracy"]]
 
@@ -142,6 +147,12 @@ BAD_FRAMES = {
     "bad val fraction": (lambda f: f, ["--val-fraction", "1.5"], "val_fraction must be in (0, 1)"),
     "bad window": (lambda f: f, ["--window", "0"], "window must be a positive number"),
     "bad device": (lambda f: f, ["--device", "tpu"], "device must be 'auto', 'cpu' or 'cuda[:N]'"),
+    "nan threshold": (lambda f: f, ["--threshold", "nan"], "threshold must be a finite number"),
+    "negative accuracy threshold": (lambda f: f, ["--threshold", "-5"], "outside [0, 1], the range of the accuracy"),
+    "accuracy threshold above 1": (lambda f: f, ["--threshold", "7"], "threshold 7 is outside [0, 1]"),
+    "threshold crossed everywhere": (lambda f: f, ["--threshold", "0.05"], "every run would converge at its first"),
+    "all-nan outcome": (_all_nan_outcome, [], "'eval_accuracy' has no finite value in any run"),
+    "outcome as a feature": (lambda f: f, ["--features", "l1,eval_accuracy"], "cannot also be a model feature"),
 }
 
 

@@ -207,6 +207,36 @@ def test_model_size_rule_flags_k_the_checkpoints_cannot_support(planted_factory,
     assert "over-parametrised" in caplog.text
 
 
+def test_outcome_direction_option_reaches_the_convergence_steps(planted_set):
+    from bayes_trainmap.convergence import convergence_steps
+
+    # planted_set's accuracy is 0.2, 0.5, 0.95 in states 0, 1, 2: "lower is better" at 0.3
+    # converges at the first checkpoint (state 0), the name's guess (higher) only in state 1.
+    result = pipeline.fit(
+        planted_set, states=3, restarts=1, progress=False, threshold=0.3, outcome_direction="lower",
+    )
+    conv = result.analysis.convergence
+    assert result.config["outcome_direction"] == "lower" and conv.higher_is_better is False
+    oracle = convergence_steps(planted_set, "eval_accuracy", 0.3, higher_is_better=False)
+    pd.testing.assert_series_equal(conv.steps, oracle.steps)
+    assert conv.never_converged == [] and conv.steps.notna().all()
+    guessed = convergence_steps(planted_set, "eval_accuracy", 0.3)  # the name's guess: >= 0.3
+    assert guessed.higher_is_better and (guessed.steps > conv.steps).all()
+    with pytest.raises(BayesTrainmapError, match="outcome direction"):
+        pipeline.fit(planted_set, states=3, outcome_direction="up")
+
+
+def test_analysis_refuses_the_outcome_as_a_feature(fitted, planted_set):
+    from bayes_trainmap import analysis
+
+    params = fitted.params
+    renamed = type(params)(params.start_prob, params.trans_mat, params.means, params.covars,
+                           params.covariance_type, ["l1", "eval_accuracy", "code_sparsity"])
+    with pytest.raises(BayesTrainmapError, match="also a model feature"):
+        analysis.analyze(renamed, fitted.Z, fitted.lengths, fitted.run_ids, planted_set.steps(),
+                         {"eval_accuracy": planted_set.outcome("eval_accuracy")}, paths=fitted.paths)
+
+
 def test_missing_default_outcome_skips_the_analysis(planted_set, caplog):
     ts = TrajectorySet(planted_set.frame.drop(columns="eval_accuracy"), {})
     with caplog.at_level("WARNING"):
