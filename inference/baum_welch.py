@@ -398,10 +398,15 @@ class GaussianHMM:
             events_before = self.n_empty_state_events_
             try:
                 params = self._m_step(X, design, fb, params, log_b, pooled, support)
-            except ValueError as exc:  # a covariance lost positive definiteness
+            except ValueError as exc:
+                # Only a covariance problem is helped by a larger floor; say so only then.
+                hint = (
+                    f"; increase min_covar (now {self.min_covar:g})"
+                    if "covar" in str(exc) or "positive definite" in str(exc)
+                    else ""
+                )
                 raise ModelSelectionError(
-                    f"EM iteration {it} with K={self.n_states} produced invalid parameters ({exc}); "
-                    f"increase min_covar (now {self.min_covar:g})"
+                    f"EM iteration {it} with K={self.n_states} produced invalid parameters ({exc}){hint}"
                 ) from None
             reseeded = self.n_empty_state_events_ > events_before
             if len(history) >= 2 and not just_reseeded and history[-1] - history[-2] < self.tol:
