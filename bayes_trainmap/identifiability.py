@@ -120,7 +120,15 @@ def identify_design(X: np.ndarray) -> DesignIdentification:
 
     groups: list[list[int]] = []
     if null.size:
-        involved = np.abs(null) >= ALIAS_TOL / np.sqrt(max(null.shape[1], 1))
+        # A canonical (reduced row-echelon-like) basis of the null space, so that the
+        # groups do not depend on the rotation the SVD happens to return: pivot
+        # columns by QR with column pivoting, then N[:, P]^-1 N has the identity on P.
+        from scipy.linalg import qr
+
+        nt = null.T
+        piv = qr(nt, pivoting=True, mode="economic")[2][: nt.shape[0]]
+        canon = np.linalg.solve(nt[:, piv], nt)
+        involved = (np.abs(canon) > ALIAS_TOL).T  # (p, p - rank)
         parent = list(range(p))
 
         def find(a):

@@ -166,3 +166,19 @@ def test_planted_detour_is_flagged_exactly_when_k_over_splits_a_path_state():
     y = (steps - steps.mean()) / steps.std(ddof=1)
     pinv = np.linalg.pinv(occ) @ y
     assert pinv[0] == pytest.approx(pinv[extra], rel=1e-8)
+
+
+def test_two_separate_aliased_pairs_are_reported_as_two_groups():
+    rng = np.random.default_rng(7)
+    free = rng.dirichlet(np.ones(3), size=30)  # state 0, pair {1, 2}, pair {3, 4}
+    occ = np.column_stack([free[:, 0], free[:, 1] / 2, free[:, 1] / 2, free[:, 2] * 0.25, free[:, 2] * 0.75])
+    ident = identify_design(occ)
+    assert ident.alias_groups == [[1, 2], [3, 4]] and ident.identified.tolist() == [True] + [False] * 4
+    steps = 100 + 30 * occ[:, 0] + rng.normal(size=30)
+    res = convergence_regression(occ, steps)
+    assert "aliased with state(s) [1, 2]" in res.not_identified_reasons[1]
+    assert "aliased with state(s) [3, 4]" in res.not_identified_reasons[4]
+    y = (steps - steps.mean()) / steps.std(ddof=1)
+    reduced = np.column_stack([occ[:, 0], occ[:, 1] + occ[:, 2], occ[:, 3] + occ[:, 4]])
+    beta = np.linalg.lstsq(reduced, y, rcond=None)[0]
+    assert res.coefficients[0] == pytest.approx(beta[0], rel=1e-9)
