@@ -306,6 +306,9 @@ def test_numba_matches_log_space_and_enumeration_with_exact_zeros_and_huge_gaps(
     # The log-space kernel, sequence by sequence, agrees too.
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     lpost, lfilt, lxi = np.empty((n, K)), np.empty((n, K)), np.zeros((K, K))
-    lls = [nk.forward_backward_log(log_b, log_start, log_trans, a, b, lpost, lfilt, lxi) for a, b in zip(offsets[:-1], offsets[1:])]
+    lls = [
+        nk.forward_backward_log(log_b, log_start, log_trans, a, b, lpost, lfilt, lxi)
+        for a, b in zip(offsets[:-1], offsets[1:])
+    ]
     np.testing.assert_allclose(lls, ll, rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(res.posteriors, lpost, atol=1e-9)
