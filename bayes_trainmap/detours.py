@@ -19,12 +19,15 @@ The regression used here:
 The paper's own advice is to interpret the coefficients only when the F-test
 is significant; :attr:`RegressionResult.warning` says so when ``p >= 0.05``.
 
-Identifiability (:mod:`bayes_trainmap.identifiability`): when the occupancy design
-is rank-deficient (a state with the same occupancy in every run, collinear states,
-more states than runs) only the coefficients orthogonal to the design's null space
-are estimated, by OLS on a full-rank reduced design with the same column space;
-the others are NaN with ``identified = False`` and a reason, and are never
-detours. R^2 is reported whenever the fitted values are defined; the F-test only
+Identifiability (:mod:`bayes_trainmap.identifiability`): a state whose occupancy is
+the same in every run is aliased with the intercept and not identified; the other
+states are then regressed on their occupancies renormalised over the states that
+vary (same fitted values; each coefficient is the predicted step of a run that
+spends all of its non-fixed time in that state). When that design is still
+rank-deficient (collinear states, more states than runs) only the coefficients
+orthogonal to its null space are estimated, by OLS on a full-rank reduced design
+with the same column space. Non-identified states have NaN estimates,
+``identified = False`` and a reason, and are never detours. R^2 is reported whenever the fitted values are defined; the F-test only
 with at least one model and one residual degree of freedom and a non-zero
 residual; an exact fit (zero residual) or a saturated one (as many runs as the
 design's rank) gives no standard errors, intervals or p-values, with the reason in
@@ -40,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.identifiability import identify_design
+from bayes_trainmap.identifiability import occupancy_design
 
 __all__ = ["occupancy", "RegressionResult", "convergence_regression", "SIGNIFICANCE_LEVEL"]
 
@@ -321,9 +324,10 @@ def convergence_regression(
         return refuse("every run converges at the same step; there is no variance to explain")
 
     y = (y_raw - mean) / sd
-    X = occ[:, keep]
-    ident = identify_design(X)
-    rank = ident.rank
+    design = occupancy_design(occ[:, keep])
+    if design.free.size == 0:
+        return refuse("every run has the same occupancy of every state; there is nothing to regress on")
+    rank = design.rank
     result.rank = rank
     result.df_model, result.df_resid = float(rank - 1), float(n_runs - rank)
     if n_runs <= rank:
@@ -332,16 +336,15 @@ def convergence_regression(
             "residual degrees of freedom: the fit is saturated, so R², the F-test and the coefficients "
             "are not identified"
         )
-    alias_note = _alias_reasons(ident, keep, occ, reasons)
+    alias_note = _alias_reasons(design, keep, reasons)
 
-    R = X[:, ident.basis]
-    # hasconst=True: the rows of X sum to one, so the constant lies in span(X) = span(R).
+    R = design.reduced()
+    # hasconst=True: the rows of the design sum to one, so the constant lies in its span.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         fitted = sm.OLS(y, R, hasconst=True).fit()
-    pos = {int(c): i for i, c in enumerate(ident.basis)}
-    est = keep[ident.identified]
-    idx = np.array([pos[int(j)] for j in np.flatnonzero(ident.identified)], dtype=np.int64)
+    est = keep[design.identified_columns]
+    idx = design.coefficient_positions()
     rss = float(np.sum(fitted.resid**2))
     tss = float(np.sum(y**2))  # y is centred
     exact = rss <= ZERO_RESIDUAL_RTOL * tss
@@ -367,6 +370,7 @@ def convergence_regression(
     optional = visited_by < n_runs
     result.detour = (np.nan_to_num(result.coefficients, nan=0.0) > 0) & optional & result.identified
     if rank < 2:
+        result.detour[:] = False  # only the mean is fitted: a sign would be rounding noise
         notes.insert(0, "the occupancy design has rank 1 (only the mean is fitted); there is nothing to regress on")
     elif not exact and (not np.isfinite(result.f_pvalue) or result.f_pvalue >= SIGNIFICANCE_LEVEL):
         notes.append(
@@ -379,29 +383,33 @@ def convergence_regression(
     return result
 
 
-def _alias_reasons(ident, keep: np.ndarray, occ: np.ndarray, reasons: list) -> str | None:
+def _alias_reasons(design, keep: np.ndarray, reasons: list) -> str | None:
     """Fill ``reasons`` for the aliased visited states; return one summary sentence (or None)."""
-    if ident.full_rank:
-        return None
-    constant = {int(keep[c]) for c in ident.constant_columns}
-    for group in ident.alias_groups:
-        states = [int(keep[c]) for c in group]
-        const_here = sorted(constant & set(states))
-        if const_here:
-            vals = ", ".join(f"state {k}: {occ[0, k]:.3g}" for k in const_here)
+    ident = design.identification
+    notes = []
+    if design.constant.size:
+        const = [int(keep[c]) for c in design.constant]
+        vals = ", ".join(f"state {k}: {v:.3g}" for k, v in zip(const, design.shares))
+        why = (
+            f"aliased with the intercept: its occupancy is the same in every run ({vals}); the other "
+            "states' coefficients are estimated with this share held fixed (occupancies renormalised "
+            "over the states that vary)"
+        )
+        for k in const:
+            reasons[k] = why
+        notes.append(f"state(s) {const} have the same occupancy in every run ({vals}) and are not identified")
+    if not ident.full_rank:
+        for group in ident.alias_groups:
+            states = [int(keep[design.free[c]]) for c in group]
             why = (
-                f"aliased with the intercept: the occupancy of {vals} is the same in every run, so the "
-                "per-state coefficients are determined only up to a common shift"
-            )
-        else:
-            why = (
-                f"aliased with state(s) {[k for k in states]}: their occupancies are linearly dependent "
+                f"aliased with state(s) {states}: their occupancies are linearly dependent "
                 "(K may over-split a state), so only combinations of their coefficients are determined"
             )
-        for k in states:
-            reasons[k] = why
-    bad = sorted(int(keep[j]) for j in np.flatnonzero(~ident.identified))
-    return (
-        f"the occupancy design is rank-deficient (rank {ident.rank} for {keep.size} visited states): "
-        f"the coefficients of state(s) {bad} are not identified and are never detours"
-    )
+            for k in states:
+                reasons[k] = why
+        bad = sorted(int(keep[design.free[j]]) for j in np.flatnonzero(~ident.identified))
+        notes.append(
+            f"the occupancy design is rank-deficient (rank {ident.rank} for {keep.size} visited states): "
+            f"the coefficients of state(s) {bad} are not identified and are never detours"
+        )
+    return "; ".join(notes) if notes else None

@@ -25,6 +25,18 @@ only in 0, otherwise a null vector of ``X`` would touch ``I``). OLS on ``R`` giv
 the same fitted values, R^2 and F-test as any least-squares fit on ``X``, and its
 coefficients on ``X_I`` are the unique ``beta_I``; the coefficients on ``X_B`` are
 combinations of aliased states and are not reported.
+
+Constant occupancies (:func:`occupancy_design`): a state ``j`` whose occupancy is
+the same ``c_j`` in every run makes *every* per-state coefficient non-estimable
+(``X (e_j - c_j 1) = 0`` touches all states), although nothing but the split between
+``beta_j`` and the common level is lost. Such states are aliased with the intercept
+and are not identified; the others are estimated in the design whose columns are
+their occupancies renormalised over the states that vary, ``x_k / (1 - sum_C c)``.
+Its column space is that of ``X`` (so R^2 and the F-test are unchanged), and its
+coefficient for state ``k`` is ``sum_C c_j beta_j + (1 - sum_C c) beta_k``, which is
+estimable: the predicted (standardised) convergence step of a run that puts all of
+its non-fixed time in state ``k`` -- the meaning a per-state coefficient has when no
+occupancy is fixed. Without constant states the two designs coincide.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ALIAS_TOL", "RANK_RTOL_FACTOR", "DesignIdentification", "identify_design"]
+__all__ = ["ALIAS_TOL", "RANK_RTOL_FACTOR", "DesignIdentification", "OccupancyDesign", "identify_design", "occupancy_design"]
 
 #: Multiplier of numpy's default rank tolerance ``max(N, p) * eps * s_max``.
 RANK_RTOL_FACTOR = 1.0
@@ -155,3 +167,73 @@ def rank_of(X: np.ndarray) -> int:
         return 0
     s = np.linalg.svd(X, compute_uv=False)
     return int((s > _rank_tol(s, X.shape)).sum())
+
+
+@dataclass(frozen=True)
+class OccupancyDesign:
+    """An occupancy design with its constant states set aside (see the module docstring).
+
+    Attributes
+    ----------
+    constant : numpy.ndarray of int
+        Columns of the input whose value is the same in every row.
+    shares : numpy.ndarray, shape (len(constant),)
+        Those values.
+    free : numpy.ndarray of int
+        The other columns.
+    X : numpy.ndarray, shape (N, len(free))
+        The free columns divided by ``1 - shares.sum()`` (rows sum to one).
+    identification : DesignIdentification
+        Of ``X`` (indices refer to ``free``).
+    """
+
+    constant: np.ndarray
+    shares: np.ndarray
+    free: np.ndarray
+    X: np.ndarray
+    identification: DesignIdentification
+
+    @property
+    def rank(self) -> int:
+        return self.identification.rank
+
+    @property
+    def identified_columns(self) -> np.ndarray:
+        """Input columns whose coefficient is estimated, in increasing order."""
+        return self.free[self.identification.identified]
+
+    def coefficient_positions(self) -> np.ndarray:
+        """Position in :meth:`reduced` of each of :attr:`identified_columns`."""
+        ident = self.identification
+        pos = {int(c): i for i, c in enumerate(ident.basis)}
+        return np.array([pos[int(j)] for j in np.flatnonzero(ident.identified)], dtype=np.int64)
+
+    def reduced(self) -> np.ndarray:
+        """The full-rank design to fit, shape (N, rank)."""
+        return self.X[:, self.identification.basis]
+
+
+def occupancy_design(X: np.ndarray) -> OccupancyDesign:
+    """Set aside the constant columns of an occupancy design and identify the rest.
+
+    Parameters
+    ----------
+    X : numpy.ndarray, shape (N, p)
+        Occupancy fractions of the visited states (rows sum to one, N >= 1).
+
+    Returns
+    -------
+    OccupancyDesign
+    """
+    X = np.asarray(X, dtype=float)
+    n, p = X.shape
+    if n > 1:
+        spread = X.max(axis=0) - X.min(axis=0)
+        constant = np.flatnonzero(spread <= 1e-12 * np.maximum(np.abs(X).max(axis=0), 1.0))
+    else:
+        constant = np.arange(p)
+    free = np.setdiff1d(np.arange(p), constant)
+    shares = X[0, constant].copy() if n else np.zeros(0)
+    rest = 1.0 - float(shares.sum())
+    Xf = X[:, free] / rest if free.size and rest > 0 else X[:, free]
+    return OccupancyDesign(constant.astype(np.int64), shares, free.astype(np.int64), Xf, identify_design(Xf))

@@ -47,7 +47,7 @@ from scipy.optimize import linear_sum_assignment
 
 from bayes_trainmap.detours import occupancy as occupancy_fractions
 from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.identifiability import identify_design
+from bayes_trainmap.identifiability import occupancy_design
 
 __all__ = [
     "MODES",
@@ -193,7 +193,7 @@ def _regression_draw(occ: np.ndarray, y_raw: np.ndarray, rng: np.random.Generato
     """One draw of (coefficients (K,), detour (K,), Bayesian R^2) from the regression posterior.
 
     The posterior is taken on the full-rank reduced design of
-    :func:`bayes_trainmap.identifiability.identify_design` (same column space as
+    :func:`bayes_trainmap.identifiability.occupancy_design` (same column space as
     the visited states' occupancies): coefficients of states the design does not
     identify are NaN and never detours, so a rank-deficient draw is handled like
     the point regression instead of factorising a singular Gram matrix. A draw
@@ -207,12 +207,12 @@ def _regression_draw(occ: np.ndarray, y_raw: np.ndarray, rng: np.random.Generato
     sd = y_raw.std(ddof=1) if n > 1 else 0.0
     if keep.size == 0 or not sd > 0:
         return coefficients, detour, np.nan
-    ident = identify_design(occ[:, keep])
-    r = ident.rank
-    if n <= r:
+    design = occupancy_design(occ[:, keep])
+    r = design.rank
+    if r == 0 or n <= r:
         return coefficients, detour, np.nan
     y = (y_raw - y_raw.mean()) / sd
-    R = occ[:, keep][:, ident.basis]
+    R = design.reduced()
     # R has full column rank: beta | sigma^2 ~ N(beta_hat, sigma^2 (R^T R)^-1).
     q, tri = np.linalg.qr(R)
     beta_hat = np.linalg.solve(tri, q.T @ y)
@@ -220,11 +220,10 @@ def _regression_draw(occ: np.ndarray, y_raw: np.ndarray, rng: np.random.Generato
     sigma2 = rss / rng.chisquare(n - r)
     # (R^T R)^-1 = tri^-1 tri^-T, so tri^-1 z has that covariance for z ~ N(0, I).
     beta = beta_hat + np.sqrt(sigma2) * np.linalg.solve(tri, rng.standard_normal(r))
-    pos = {int(c): i for i, c in enumerate(ident.basis)}
-    cols = np.flatnonzero(ident.identified)
-    est = keep[cols]
-    coefficients[est] = beta[[pos[int(c)] for c in cols]]
-    detour[est] = (coefficients[est] > 0) & (visited_by[est] < n)
+    est = keep[design.identified_columns]
+    coefficients[est] = beta[design.coefficient_positions()]
+    if r >= 2:
+        detour[est] = (coefficients[est] > 0) & (visited_by[est] < n)
     fitted_var = float(np.var(R @ beta, ddof=1))
     total = fitted_var + sigma2
     return coefficients, detour, (fitted_var / total if total > 0 else np.nan)

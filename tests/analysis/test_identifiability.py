@@ -83,24 +83,31 @@ def test_collinear_states_are_not_identified_and_the_rest_match_lstsq_on_the_red
     assert back.not_identified_reasons == res.not_identified_reasons
 
 
-def test_constant_occupancy_leaves_no_coefficient_identified_but_r2_defined():
+def test_constant_occupancy_is_aliased_with_the_intercept_and_the_rest_is_estimated():
+    """State 0 takes 20 % of every run: its coefficient is not identified (only the
+    common level is lost), and each other state's coefficient is the estimable
+    combination 0.2 beta_0 + 0.8 beta_k -- the same at every least-squares solution."""
     rng = np.random.default_rng(1)
     n = 30
     rest = rng.dirichlet(np.ones(3), size=n) * 0.8
-    occ = np.column_stack([np.full(n, 0.2), rest])  # state 0: 20 % of every run
+    occ = np.column_stack([np.full(n, 0.2), rest])
     steps = 500 + 400 * occ[:, 1] + rng.normal(0, 10, n)
     res = convergence_regression(occ, steps)
-    assert not res.identified.any() and not res.detour.any()
-    assert np.all(np.isnan(res.coefficients))
-    assert all("aliased with the intercept" in r and "state 0: 0.2" in r for r in res.not_identified_reasons)
+    assert res.identified.tolist() == [False, True, True, True] and not res.detour[0]
+    assert np.isnan(res.coefficients[0])
+    assert "aliased with the intercept" in res.not_identified_reasons[0]
+    assert "state 0: 0.2" in res.not_identified_reasons[0]
     y = (steps - steps.mean()) / steps.std(ddof=1)
-    rss = np.linalg.lstsq(occ, y, rcond=None)[1]
+    assert not _estimable_by_rank(occ).any()  # no single original coefficient is estimable ...
+    beta = np.linalg.lstsq(occ, y, rcond=None)[0]
+    other = beta + np.array([0.8, -0.2, -0.2, -0.2]) * 3.0  # ... shifting along the null space
+    np.testing.assert_allclose(occ @ other, occ @ beta, atol=1e-12)
+    for b in (beta, other):  # ... but 0.2 beta_0 + 0.8 beta_k is
+        np.testing.assert_allclose(res.coefficients[1:], 0.2 * b[0] + 0.8 * b[1:], rtol=1e-9, atol=1e-10)
     assert res.rank == 3
-    if rss.size:
-        assert res.r_squared == pytest.approx(1 - rss[0] / (y @ y), rel=1e-9)
-    else:  # numpy omits residuals for rank-deficient designs: compute them by hand
-        beta = np.linalg.lstsq(occ, y, rcond=None)[0]
-        assert res.r_squared == pytest.approx(1 - np.sum((y - occ @ beta) ** 2) / (y @ y), rel=1e-9)
+    assert res.r_squared == pytest.approx(1 - np.sum((y - occ @ beta) ** 2) / (y @ y), rel=1e-9)
+    # The planted effect (state 1 delays convergence) is what the estimable coefficients show.
+    assert res.coefficients[1] > 0 > max(res.coefficients[2], res.coefficients[3])
 
 
 def test_saturated_and_exact_fits_report_no_intervals():
@@ -131,10 +138,10 @@ def test_bayesian_draws_on_a_rank_deficient_design_do_not_crash_and_match_the_re
     # Carlo SD about sqrt(2 / 2000) = 0.03 on the diagonal, 0.022 off it).
     white = np.linalg.solve(np.linalg.cholesky(cov[:3, :3]), (draws[:, :3] - beta[:3]).T)
     np.testing.assert_allclose(np.cov(white), np.eye(3), atol=0.13)
-    # A constant occupancy (nothing identified) and a saturated design give NaN, not an error.
+    # A constant occupancy: that state NaN, the others drawn; a saturated design: NaN, not an error.
     const = np.column_stack([np.full(10, 0.5), rng.dirichlet(np.ones(2), size=10) * 0.5])
     coef, detour, r2 = _regression_draw(const, rng.normal(size=10), rng)
-    assert np.all(np.isnan(coef)) and not detour.any() and np.isfinite(r2)
+    assert np.isnan(coef[0]) and np.all(np.isfinite(coef[1:])) and not detour[0] and np.isfinite(r2)
     coef, detour, r2 = _regression_draw(rng.dirichlet(np.ones(4), size=3), rng.normal(size=3), rng)
     assert np.all(np.isnan(coef)) and not detour.any() and np.isnan(r2)
 
