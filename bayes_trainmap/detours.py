@@ -27,11 +27,12 @@ spends all of its non-fixed time in that state). When that design is still
 rank-deficient (collinear states, more states than runs) only the coefficients
 orthogonal to its null space are estimated, by OLS on a full-rank reduced design
 with the same column space. Non-identified states have NaN estimates,
-``identified = False`` and a reason, and are never detours. R^2 is reported whenever the fitted values are defined; the F-test only
-with at least one model and one residual degree of freedom and a non-zero
-residual; an exact fit (zero residual) or a saturated one (as many runs as the
-design's rank) gives no standard errors, intervals or p-values, with the reason in
-:attr:`RegressionResult.warning`.
+``identified = False`` and a reason, and are never detours. R^2 is reported whenever
+the fitted values are defined; the F-test only with at least one model and one
+residual degree of freedom and a non-zero residual. An exact fit (zero residual)
+gives coefficients without standard errors, intervals or p-values; a saturated one
+(no more runs than the design's rank) gives no coefficients and no R^2. The reason
+is always in :attr:`RegressionResult.warning`.
 """
 
 from __future__ import annotations

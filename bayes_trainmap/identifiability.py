@@ -45,7 +45,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ALIAS_TOL", "RANK_RTOL_FACTOR", "DesignIdentification", "OccupancyDesign", "identify_design", "occupancy_design"]
+__all__ = [
+    "ALIAS_TOL",
+    "RANK_RTOL_FACTOR",
+    "DesignIdentification",
+    "OccupancyDesign",
+    "identify_design",
+    "occupancy_design",
+]
 
 #: Multiplier of numpy's default rank tolerance ``max(N, p) * eps * s_max``.
 RANK_RTOL_FACTOR = 1.0

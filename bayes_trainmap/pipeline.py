@@ -318,8 +318,18 @@ def fit(
     posterior = _bayesian_backend(mode) if mode in BAYESIAN_MODES else None
     device = resolve_device(device)
     threshold = _resolve_threshold(threshold, task, ts)
+    explicit_outcome = outcome is not None
     outcome = _resolve_outcome(outcome, ts)
     higher_is_better = direction_from_option(outcome_direction)
+    if outcome is not None and not explicit_outcome and not np.isfinite(ts.outcome(outcome)).any():
+        # The default outcome is present but empty: like a missing default column, the
+        # analysis is skipped with a warning (naming it with --outcome makes this an error).
+        logger.warning(
+            "the data's %r column has no finite value in any run: the convergence analysis is skipped; "
+            "name an outcome column with --outcome",
+            outcome,
+        )
+        outcome = None
 
     requested = validate(ts, features, min_length=min_length)
     if outcome is not None:

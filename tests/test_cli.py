@@ -151,7 +151,9 @@ BAD_FRAMES = {
     "negative accuracy threshold": (lambda f: f, ["--threshold", "-5"], "outside [0, 1], the range of the accuracy"),
     "accuracy threshold above 1": (lambda f: f, ["--threshold", "7"], "threshold 7 is outside [0, 1]"),
     "threshold crossed everywhere": (lambda f: f, ["--threshold", "0.05"], "every run would converge at its first"),
-    "all-nan outcome": (_all_nan_outcome, [], "'eval_accuracy' has no finite value in any run"),
+    "all-nan outcome": (
+        _all_nan_outcome, ["--outcome", "eval_accuracy"], "'eval_accuracy' has no finite value in any run"
+    ),
     "outcome as a feature": (lambda f: f, ["--features", "l1,eval_accuracy"], "cannot also be a model feature"),
 }
 

@@ -237,6 +237,16 @@ def test_analysis_refuses_the_outcome_as_a_feature(fitted, planted_set):
                          {"eval_accuracy": planted_set.outcome("eval_accuracy")}, paths=fitted.paths)
 
 
+def test_all_nan_default_outcome_skips_the_analysis_and_says_why(planted_set, caplog):
+    frame = planted_set.frame.copy()
+    frame["eval_accuracy"] = np.nan
+    with caplog.at_level("WARNING"):
+        result = pipeline.fit(TrajectorySet(frame, {}), states=3, restarts=1, progress=False)
+    assert result.analysis is None
+    assert "'eval_accuracy' column has no finite value in any run" in caplog.text
+    assert "never reach" not in caplog.text
+
+
 def test_missing_default_outcome_skips_the_analysis(planted_set, caplog):
     ts = TrajectorySet(planted_set.frame.drop(columns="eval_accuracy"), {})
     with caplog.at_level("WARNING"):
