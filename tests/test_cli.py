@@ -25,7 +25,9 @@ def _run(capsys, *argv):
 
 def test_fit_end_to_end_writes_the_fit_directory(capsys, planted_dir, tmp_path):
     out = tmp_path / "fit"
-    status, stdout, _ = _run(capsys, "fit", "--data", planted_dir, *FAST, "--out", out, "--threshold", "0.9")
+    status, stdout, _ = _run(
+        capsys, "fit", "--data", planted_dir, *FAST, "--out", out, "--threshold", "0.9", "--outcome-direction", "higher"
+    )
     assert status == 0
     for name in ("model.json", "config.json", "selection.csv", "selection_curve.csv", "zscored.parquet",
                  "decoded.parquet", "zscore.json", "summary.json", "analysis.json", "figures/selection_curve.png",
@@ -37,6 +39,8 @@ def test_fit_end_to_end_writes_the_fit_directory(capsys, planted_dir, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["cli"]["states"] == "1-3" and config["data"]["path"] == planted_dir
     assert config["states_searched"] == [1, 2, 3] and config["mode"] == "mle"
+    assert config["outcome_direction"] == "higher"
+    assert json.loads((out / "analysis.json").read_text())["convergence"]["higher_is_better"] is True
     status, stdout, _ = _run(capsys, "report", out, "--quiet")
     assert status == 0 and stdout == "" and (out / "report.html").is_file()
 
