@@ -37,7 +37,6 @@ turns an exact 0 into a positive value, so those zeros are the model's design.)
 
 from __future__ import annotations
 
-
 import logging
 import numbers
 import warnings
@@ -45,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from bayes_trainmap.errors import ModelSelectionError
-from inference.emissions import QuadraticFeatures, gaussian_log_likelihood
-from inference.forward_backward import check_lengths, forward_backward, log_likelihood, viterbi
-from inference.params import COVARIANCE_TYPES, HMMParams
+from .emissions import QuadraticFeatures, gaussian_log_likelihood
+from .errors import ModelSizeError
+from .forward_backward import check_lengths, forward_backward, log_likelihood, viterbi
+from .params import COVARIANCE_TYPES, HMMParams
 
 __all__ = ["GaussianHMM", "EmptyStateWarning", "NotFittedError"]
 
@@ -188,7 +187,7 @@ class GaussianHMM:
         if isinstance(self.n_states, bool) or not isinstance(self.n_states, numbers.Integral):
             raise ValueError(f"n_states must be an integer, got {self.n_states!r}")
         if self.n_states < 1:
-            raise ModelSelectionError(f"n_states must be at least 1, got {self.n_states}")
+            raise ModelSizeError(f"n_states must be at least 1, got {self.n_states}")
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}"
@@ -304,7 +303,7 @@ class GaussianHMM:
         n, d = X.shape
         K = int(self.n_states)
         if K > n:
-            raise ModelSelectionError(
+            raise ModelSizeError(
                 f"cannot fit K={K} states to {n} checkpoints; K must be at most the number of checkpoints"
             )
         names = self._feature_names(d)
@@ -388,7 +387,7 @@ class GaussianHMM:
             fb = forward_backward(log_b, ls, lt, lengths, backend=backend)
             total = float(fb.log_likelihood.sum())
             if not np.isfinite(total):
-                raise ModelSelectionError(
+                raise ModelSizeError(
                     f"the log-likelihood became {total} at EM iteration {it} (K={self.n_states}); "
                     "check the scale of the data"
                 )
@@ -405,7 +404,7 @@ class GaussianHMM:
                     if "covar" in str(exc) or "positive definite" in str(exc)
                     else ""
                 )
-                raise ModelSelectionError(
+                raise ModelSizeError(
                     f"EM iteration {it} with K={self.n_states} produced invalid parameters ({exc}){hint}"
                 ) from None
             reseeded = self.n_empty_state_events_ > events_before

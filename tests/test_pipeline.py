@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from hmmlearn.hmm import GaussianHMM as ReferenceHMM
 
-from bayes_trainmap import pipeline
+from bayes_trainmap.fitting import pipeline
 from bayes_trainmap.data import TrajectorySet, zscore_per_run
-from bayes_trainmap.errors import BayesTrainmapError, FitDirectoryError, ModelSelectionError, TrajectoryError
-from bayes_trainmap.fitdir import FIT_DIR_FORMAT, is_fit_dir, load_fit_dir
+from bayes_trainmap.core.errors import BayesTrainmapError, FitDirectoryError, ModelSelectionError, TrajectoryError
+from bayes_trainmap.data.fitdir import FIT_DIR_FORMAT, is_fit_dir, load_fit_dir
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_k_at_the_top_of_the_search_range_warns_in_summary_and_report(planted_se
 
 
 def test_model_size_rule_flags_k_the_checkpoints_cannot_support(planted_factory, caplog):
-    from bayes_trainmap.selection import MIN_VALUES_PER_PARAMETER, model_size_warning, n_free_parameters
+    from bayes_trainmap.fitting.selection import MIN_VALUES_PER_PARAMETER, model_size_warning, n_free_parameters
 
     # The case: K = 20 on 306 training checkpoints of the paper's 14 statistics.
     assert n_free_parameters(20, 14, "full") == 2779
@@ -208,7 +208,7 @@ def test_model_size_rule_flags_k_the_checkpoints_cannot_support(planted_factory,
 
 
 def test_outcome_direction_option_reaches_the_convergence_steps(planted_set):
-    from bayes_trainmap.convergence import convergence_steps
+    from bayes_trainmap.analysis.convergence import convergence_steps
 
     # planted_set's accuracy is 0.2, 0.5, 0.95 in states 0, 1, 2: "lower is better" at 0.3
     # converges at the first checkpoint (state 0), the name's guess (higher) only in state 1.

@@ -7,8 +7,8 @@ import pytest
 from hmmlearn.hmm import GaussianHMM as ReferenceHMM
 
 from bayes_trainmap.data import split_runs, zscore_per_run
-from bayes_trainmap.errors import ModelSelectionError
-from bayes_trainmap.selection import (
+from bayes_trainmap.core.errors import ModelSelectionError
+from bayes_trainmap.fitting.selection import (
     TIE_RTOL,
     check_supported,
     max_supported_states,
@@ -17,7 +17,7 @@ from bayes_trainmap.selection import (
     restart_seed,
     select_n_states,
 )
-from inference.params import HMMParams
+from bayes_trainmap.inference.params import HMMParams
 
 
 def _split_arrays(ts, seed=0):
@@ -96,7 +96,7 @@ def test_bic_table_matches_hand_computation_and_reference_likelihood(planted_arr
 def test_restarts_tied_up_to_rounding_go_to_the_lowest_index():
     import pandas as pd
 
-    from bayes_trainmap.selection import _best_restarts
+    from bayes_trainmap.fitting.selection import _best_restarts
 
     ll = -12345.678901234
     table = pd.DataFrame(

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_trainmap.convergence import TASK_THRESHOLDS, ConvergenceResult, convergence_steps, threshold_for_task
+from bayes_trainmap.analysis.convergence import TASK_THRESHOLDS, ConvergenceResult, convergence_steps, threshold_for_task
 
 
 def _frame():
@@ -75,7 +75,7 @@ def test_all_nan_outcome_is_reported_as_missing_not_as_never_reached():
 
 
 def test_explicit_direction_overrides_the_name_guess():
-    from bayes_trainmap.convergence import direction_from_option
+    from bayes_trainmap.analysis.convergence import direction_from_option
 
     frame = _frame().rename(columns={"eval_loss": "error_rate"})  # lower is better, no "loss" in the name
     guessed = convergence_steps(frame, "error_rate", 0.3)

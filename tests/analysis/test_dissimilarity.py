@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_trainmap.dissimilarity import is_forking, pairwise_wasserstein, trajectory_dissimilarity
+from bayes_trainmap.analysis.dissimilarity import is_forking, pairwise_wasserstein, trajectory_dissimilarity
 
 
 def test_zero_one_metric_is_total_variation():
@@ -112,7 +112,7 @@ def test_single_state_and_dataframe_input():
 
 
 def _forking_of(runs, n_states):
-    from bayes_trainmap.dissimilarity import structural_edges
+    from bayes_trainmap.analysis.dissimilarity import structural_edges
 
     paths = np.concatenate([np.asarray(r) for r in runs])
     edges, states = structural_edges(paths, np.array([len(r) for r in runs]))

@@ -8,10 +8,10 @@ simulation whose decoded paths over-split a state.
 import numpy as np
 import pytest
 
-from bayes_trainmap.detours import RegressionResult, convergence_regression, occupancy
-from bayes_trainmap.identifiability import identify_design
-from bayes_trainmap.posterior import _regression_draw
-from bayes_trainmap.simulate import simulate_training_runs
+from bayes_trainmap.analysis.detours import RegressionResult, convergence_regression, occupancy
+from bayes_trainmap.analysis.identifiability import identify_design
+from bayes_trainmap.data.simulate import simulate_training_runs
+from bayes_trainmap.fitting.bayesian import _regression_draw
 
 
 def _estimable_by_rank(X):

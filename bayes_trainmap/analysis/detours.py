@@ -19,7 +19,7 @@ The regression used here:
 The paper's own advice is to interpret the coefficients only when the F-test
 is significant; :attr:`RegressionResult.warning` says so when ``p >= 0.05``.
 
-Identifiability (:mod:`bayes_trainmap.identifiability`): a state whose occupancy is
+Identifiability (:mod:`bayes_trainmap.analysis.identifiability`): a state whose occupancy is
 the same in every run is aliased with the intercept and not identified; the other
 states are then regressed on their occupancies renormalised over the states that
 vary (same fitted values; each coefficient is the predicted step of a run that
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.identifiability import occupancy_design
+from bayes_trainmap.analysis.identifiability import occupancy_design
+from bayes_trainmap.core.errors import BayesTrainmapError
 
 __all__ = ["occupancy", "RegressionResult", "convergence_regression", "SIGNIFICANCE_LEVEL"]
 

@@ -1,6 +1,6 @@
 """Which per-state coefficients of the occupancy regression the data identify.
 
-The detour regression (:mod:`bayes_trainmap.detours`) has one coefficient per
+The detour regression (:mod:`bayes_trainmap.analysis.detours`) has one coefficient per
 visited state and no separate intercept: ``y = X beta + e`` with ``X`` (N, p) the
 occupancy fractions, whose rows sum to one. When ``X`` is rank-deficient -- a state
 whose occupancy is the same in every run (it is then aliased with the intercept

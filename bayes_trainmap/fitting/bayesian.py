@@ -23,12 +23,12 @@ whatever the parameters. ``decode="sample"`` is available for the path-level vie
 
 Regression posterior: with ``y`` the standardised convergence steps of the converged
 runs and ``X`` their occupancies (visited states only, no separate intercept, exactly
-as :func:`bayes_trainmap.detours.convergence_regression`), the flat prior
+as :func:`bayes_trainmap.analysis.detours.convergence_regression`), the flat prior
 ``p(beta, sigma^2) ∝ 1/sigma^2`` gives the exact normal-inverse-gamma posterior
 ``sigma^2 | y ~ RSS / chi^2_{n-p}``, ``beta | sigma^2, y ~ N(beta_hat, sigma^2 (X^T X)^-1)``
 (marginally a multivariate t), on the full-rank reduced design when the occupancies
 are rank-deficient (coefficients the data do not identify are NaN in that draw and
-never detours; see :mod:`bayes_trainmap.identifiability`). One ``(beta, sigma^2)`` is drawn per HMM draw, so the
+never detours; see :mod:`bayes_trainmap.analysis.identifiability`). One ``(beta, sigma^2)`` is drawn per HMM draw, so the
 intervals count both the HMM's uncertainty and that of a finite number of seeds.
 ``R^2`` is the Bayesian R^2 of Gelman et al. (2019), ``var(X beta) / (var(X beta) +
 sigma^2)`` per draw, which likewise carries both.
@@ -45,9 +45,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from bayes_trainmap.detours import occupancy as occupancy_fractions
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.identifiability import occupancy_design
+from bayes_trainmap.analysis.detours import occupancy as occupancy_fractions
+from bayes_trainmap.analysis.identifiability import occupancy_design
+from bayes_trainmap.core.errors import BayesTrainmapError
 
 __all__ = [
     "MODES",
@@ -193,7 +193,7 @@ def _regression_draw(occ: np.ndarray, y_raw: np.ndarray, rng: np.random.Generato
     """One draw of (coefficients (K,), detour (K,), Bayesian R^2) from the regression posterior.
 
     The posterior is taken on the full-rank reduced design of
-    :func:`bayes_trainmap.identifiability.occupancy_design` (same column space as
+    :func:`bayes_trainmap.analysis.identifiability.occupancy_design` (same column space as
     the visited states' occupancies): coefficients of states the design does not
     identify are NaN and never detours, so a rank-deficient draw is handled like
     the point regression instead of factorising a singular Gram matrix. A draw
@@ -230,8 +230,8 @@ def _regression_draw(occ: np.ndarray, y_raw: np.ndarray, rng: np.random.Generato
 
 
 def _decode(params, Z, lengths, decode: str, rng):
-    from inference.emissions import gaussian_log_likelihood
-    from inference.forward_backward import sample_paths, viterbi
+    from bayes_trainmap.inference.emissions import gaussian_log_likelihood
+    from bayes_trainmap.inference.forward_backward import sample_paths, viterbi
 
     log_emission = gaussian_log_likelihood(Z, params.means, params.covars, params.covariance_type)
     with np.errstate(divide="ignore"):
@@ -570,7 +570,7 @@ def fit_bayesian(
         See :func:`align_to_reference`.
     progress : bool
     """
-    from inference.bayes_fit import fit_map, fit_svi
+    from bayes_trainmap.inference.bayes_fit import fit_map, fit_svi
 
     if mode not in MODES:
         raise BayesTrainmapError(f"mode must be one of {MODES}, got {mode!r}")
