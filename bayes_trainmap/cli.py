@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.executors import add_executor_arguments, executor_from_args
 from bayes_trainmap.core.version import __version__
-from bayes_trainmap.fitting.config import BAYES_OPTION_NAMES, MODES, FitConfig
+from bayes_trainmap.fitting.config import BAYES_OPTION_NAMES, MODES, OUTCOME_DIRECTIONS, FitConfig
 from bayes_trainmap.inference.params import COVARIANCE_TYPES
 
 __all__ = ["build_parser", "main"]
@@ -118,6 +118,13 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     analysis.add_argument("--outcome", help="outcome column defining convergence (default: eval_accuracy if present)")
     analysis.add_argument("--threshold", type=float, help="convergence threshold on the outcome")
     analysis.add_argument("--task", help="task preset for the threshold (e.g. sparse_parities, mnist)")
+    analysis.add_argument(
+        "--outcome-direction",
+        choices=OUTCOME_DIRECTIONS,
+        default=DEFAULTS.outcome_direction,
+        help="crossing means outcome >= threshold (higher) or <= threshold (lower); "
+        "auto: lower for names containing 'loss'",
+    )
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", metavar="DIR", help="fit directory (default: fits/<data-name>-<mode>)")
@@ -194,6 +201,7 @@ def _fit_config(args: argparse.Namespace) -> FitConfig:
         outcome=args.outcome,
         threshold=args.threshold,
         task=args.task,
+        outcome_direction=args.outcome_direction,
         bayes_options=bayes,
     )
 

@@ -9,9 +9,12 @@ normalised recursion): emissions are exponentiated after subtracting the per-row
 maximum, every forward vector is normalised to sum to one, and the log-likelihood
 is recovered from the normalisers. Expected transition counts are accumulated
 into one K x K array per sequence inside the backward pass, so no per-checkpoint
-K x K array is ever formed. If a normaliser underflows to zero (possible only with
-structural zeros in the transition matrix and extreme emissions) the sequence is
-redone by the log-space kernel, which cannot underflow.
+K x K array is ever formed. The backward messages are scaled by the forward
+normalisers and set to zero for states the filter has ruled out (exact zeros of
+the start or transition probabilities), so they stay finite where they matter. If
+a forward or backward normaliser still underflows to zero or overflows (possible
+only with structural zeros and extreme emissions) the sequence is redone by the
+log-space kernel, which cannot underflow; the check costs one comparison per step.
 
 Sequences (forward-backward) and row blocks (the emission products) run in
 parallel over numba's threads (``NUMBA_NUM_THREADS``, default one per core). Every
@@ -57,7 +60,7 @@ def forward_backward_scaled(log_b, log_start, log_trans, offsets, post, filt, xi
         caller sums them in a fixed order, so results do not depend on the thread
         count).
     ll : (N,) output log-likelihoods.
-    failed : (N,) output flags (1 where a normaliser vanished; outputs for that
+    failed : (N,) output flags (1 where a normaliser vanished or overflowed; outputs for that
         sequence are then meaningless and the caller must redo it).
     b, scale : (n, K) and (n,) workspaces (allocated by the caller so that memory
         profilers see them): rescaled emissions and forward normalisers.
@@ -114,9 +117,18 @@ def _forward_backward_one(log_b, start, trans, lo, hi, post, filt, xi, b, scale)
     for t in range(hi - 1, lo - 1, -1):
         s = 0.0
         for k in range(K):
+            # beta[k] only matters where the filter has mass: a state ruled out at t
+            # (filt[t, k] == 0) has p(s_t = k | z) = 0 whatever beta is, and every
+            # path into or out of it carries zero forward mass, so its beta is set to
+            # 0 instead of being allowed to grow without bound (it would overflow to
+            # inf and turn 0 * inf into NaN).
+            if filt[t, k] == 0.0:
+                beta[k] = 0.0
             g = filt[t, k] * beta[k]
             post[t, k] = g
             s += g
+        if not (s > 0.0) or s == np.inf:
+            return np.nan, 1
         inv = 1.0 / s
         for k in range(K):
             post[t, k] *= inv

@@ -90,7 +90,10 @@ def assemble_posteriors(lb_pad, mask, la, lbeta, log_like, log_trans):
     # xi[j, k] = A[j, k] sum_{n,t} filt[t-1, j] exp(log b_t[k] + beta_t[k] + f_{t-1} - ll):
     # a (K, N T) x (N T, K) product, never a per-checkpoint K x K array.
     right = torch.exp(lb_pad[:, 1:] + lbeta[:, 1:] + log_filt_norm[:, :-1] - log_like[:, None, None])
-    right = right * mask[:, 1:, None]
+    # A state with zero forward mass at t (structural zeros) carries no transition into it
+    # at t, but its factor above can overflow to inf (its backward message is not bounded
+    # by a posterior) and make 0 * inf = NaN in the product: zero it there.
+    right = torch.where(mask[:, 1:, None] & (la[:, 1:] > -torch.inf), right, torch.zeros_like(right))
     K = la.shape[-1]
     xi = torch.exp(log_trans) * (filt[:, :-1].reshape(-1, K).T @ right.reshape(-1, K))
     return unpad(post, mask), unpad(filt, mask), xi

@@ -28,7 +28,11 @@ keeps its previous value instead of becoming 0/0. A state whose posterior mass
 current model explains worst (lowest best-state emission log-density), its
 covariance to the pooled data covariance (+ floor), its transition row to uniform,
 and the transitions into it (and its start probability) are raised to at least 1/K
-so that it can be entered again.
+so that it can be entered again. Re-seeding never reopens a **structural zero**: an
+entry of the start vector or transition matrix that is exactly 0 in the restart's
+initial parameters (a left-right model, say) stays 0 -- the uniform row and the
+raised entries cover only the entries the initialisation allows. (EM itself never
+turns an exact 0 into a positive value, so those zeros are the model's design.)
 """
 
 from __future__ import annotations
@@ -386,6 +390,8 @@ class GaussianHMM:
 
     def _em(self, X, design, lengths, params: HMMParams, pooled, backend) -> dict[str, Any]:
         history: list[float] = []
+        # Structural zeros of the initialisation, kept through any re-seeding.
+        support = (np.asarray(params.start_prob) > 0, np.asarray(params.trans_mat) > 0)
         converged = reseeded = False
         it = 0
         for it in range(1, int(self.n_iter) + 1):
@@ -403,11 +409,16 @@ class GaussianHMM:
             just_reseeded = reseeded
             events_before = self.n_empty_state_events_
             try:
-                params = self._m_step(X, design, fb, params, log_b, pooled)
-            except ValueError as exc:  # a covariance lost positive definiteness
+                params = self._m_step(X, design, fb, params, log_b, pooled, support)
+            except ValueError as exc:
+                # Only a covariance problem is helped by a larger floor; say so only then.
+                hint = (
+                    f"; increase min_covar (now {self.min_covar:g})"
+                    if "covar" in str(exc) or "positive definite" in str(exc)
+                    else ""
+                )
                 raise ModelSizeError(
-                    f"EM iteration {it} with K={self.n_states} produced invalid parameters ({exc}); "
-                    f"increase min_covar (now {self.min_covar:g})"
+                    f"EM iteration {it} with K={self.n_states} produced invalid parameters ({exc}){hint}"
                 ) from None
             reseeded = self.n_empty_state_events_ > events_before
             if len(history) >= 2 and not just_reseeded and history[-1] - history[-2] < self.tol:
@@ -420,7 +431,7 @@ class GaussianHMM:
         return dict(params=params, history=history, converged=converged, n_iter=it, log_likelihood=final_ll)
 
     # -------------------------------------------------------------------- M-step
-    def _m_step(self, X, design, fb, old: HMMParams, log_b, pooled) -> HMMParams:
+    def _m_step(self, X, design, fb, old: HMMParams, log_b, pooled, support=None) -> HMMParams:
         start = np.maximum(_to_numpy(fb.expected_start), 0.0)
         start = start / start.sum()
         xi = np.maximum(_to_numpy(fb.expected_transitions), 0.0)
@@ -437,13 +448,19 @@ class GaussianHMM:
         empty = np.flatnonzero(mass < self.empty_state_mass)
         if empty.size:
             start, means, covars, trans = self._reseed(
-                empty, mass, start, means, covars, trans, X, log_b, pooled
+                empty, mass, start, means, covars, trans, X, log_b, pooled, support
             )
         return HMMParams(start, trans, means, covars, self.covariance_type, list(old.feature_names),
                          dict(old.normalization))
 
-    def _reseed(self, empty, mass, start, means, covars, trans, X, log_b, pooled):
+    def _reseed(self, empty, mass, start, means, covars, trans, X, log_b, pooled, support=None):
+        """Re-seed the ``empty`` states; ``support = (start > 0 (K,), trans > 0 (K, K))``
+        of the initial parameters marks the entries that may be positive (None: all)."""
         d = X.shape[1]
+        K = len(mass)
+        if support is None:
+            support = (np.ones(K, dtype=bool), np.ones((K, K), dtype=bool))
+        start_ok, trans_ok = support
         best_fit = _to_numpy(log_b).max(axis=1)  # how well the best state explains each checkpoint
         worst = np.argsort(best_fit, kind="stable")
         cov = pooled + self.min_covar * np.eye(d)
@@ -455,16 +472,19 @@ class GaussianHMM:
                     f"state {k} of K={len(mass)} is empty (posterior mass {mass[k]:.3g} < "
                     f"{self.empty_state_mass:g} checkpoints); re-seeded its mean at checkpoint "
                     f"{point} (the one the model explains worst), its covariance at the pooled "
-                    f"data covariance, its transition row at uniform, and reopened transitions into it"
+                    f"data covariance, its transition row at uniform and reopened transitions into it "
+                    "(both only where the initial model has no structural zero)"
                 ),
                 stacklevel=4,
             )
             means[k] = X[point]
             covars[k] = cov if self.covariance_type == "full" else np.diag(cov)
-            # The M-step has also cut every path into the state; reopen them.
-            trans[k] = 1.0 / len(mass)
-            trans[:, k] = np.maximum(trans[:, k], 1.0 / len(mass))
-            start[k] = max(start[k], 1.0 / len(mass))
+            # The M-step has also cut every path into the state; reopen them, but
+            # only where the initial model allows a positive probability.
+            trans[k] = np.where(trans_ok[k], 1.0 / K, 0.0)
+            trans[:, k] = np.where(trans_ok[:, k], np.maximum(trans[:, k], 1.0 / K), 0.0)
+            if start_ok[k]:
+                start[k] = max(start[k], 1.0 / K)
         trans /= trans.sum(axis=1, keepdims=True)
         start /= start.sum()
         return start, means, covars, trans

@@ -25,7 +25,9 @@ def _run(capsys, *argv):
 
 def test_fit_end_to_end_writes_the_fit_directory(capsys, planted_dir, tmp_path):
     out = tmp_path / "fit"
-    status, stdout, _ = _run(capsys, "fit", "--data", planted_dir, *FAST, "--out", out, "--threshold", "0.9")
+    status, stdout, _ = _run(
+        capsys, "fit", "--data", planted_dir, *FAST, "--out", out, "--threshold", "0.9", "--outcome-direction", "higher"
+    )
     assert status == 0
     for name in ("model.json", "config.json", "selection.csv", "selection_curve.csv", "zscored.parquet",
                  "decoded.parquet", "zscore.json", "summary.json", "analysis.json", "figures/selection_curve.png",
@@ -37,6 +39,8 @@ def test_fit_end_to_end_writes_the_fit_directory(capsys, planted_dir, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["cli"]["states"] == "1-3" and config["resolved"]["data"]["path"] == planted_dir
     assert config["resolved"]["states_searched"] == [1, 2, 3] and config["config"]["mode"] == "mle"
+    assert config["config"]["outcome_direction"] == "higher"
+    assert json.loads((out / "analysis.json").read_text())["convergence"]["higher_is_better"] is True
     status, stdout, _ = _run(capsys, "report", out, "--quiet")
     assert status == 0 and stdout == f"report: {out / 'report.html'}\n" and (out / "report.html").is_file()
 
@@ -119,6 +123,11 @@ def _one_run(f):
     return f[f["run"] == "run_0"]
 
 
+def _all_nan_outcome(f):
+    f["eval_accuracy"] = np.nan
+    return f
+
+
 def _no_statistics(f):
     return f[["run", "seed", "step", "eval_accuracy"]]
 
@@ -142,6 +151,14 @@ BAD_FRAMES = {
     "bad val fraction": (lambda f: f, ["--val-fraction", "1.5"], "val_fraction must be in (0, 1)"),
     "bad window": (lambda f: f, ["--window", "0"], "window must be a positive number"),
     "bad device": (lambda f: f, ["--device", "tpu"], "device must be 'auto', 'cpu' or 'cuda[:N]'"),
+    "nan threshold": (lambda f: f, ["--threshold", "nan"], "threshold must be a finite number"),
+    "negative accuracy threshold": (lambda f: f, ["--threshold", "-5"], "outside [0, 1], the range of the accuracy"),
+    "accuracy threshold above 1": (lambda f: f, ["--threshold", "7"], "threshold 7 is outside [0, 1]"),
+    "threshold crossed everywhere": (lambda f: f, ["--threshold", "0.05"], "every run would converge at its first"),
+    "all-nan outcome": (
+        _all_nan_outcome, ["--outcome", "eval_accuracy"], "'eval_accuracy' has no finite value in any run"
+    ),
+    "outcome as a feature": (lambda f: f, ["--features", "l1,eval_accuracy"], "cannot also be a model feature"),
 }
 
 

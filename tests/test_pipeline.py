@@ -181,6 +181,86 @@ def test_analysis_runs_and_is_written(planted_set, tmp_path):
     assert saved == json.loads(json.dumps(result.analysis.to_dict()))
 
 
+def test_k_at_the_top_of_the_search_range_warns_in_summary_and_report(planted_set, tmp_path, caplog):
+    # The planted K is 3: searching 1..2, BIC is still falling at K = 2.
+    with caplog.at_level("WARNING"):
+        result = pipeline.fit(planted_set, states="1-2", restarts=1, progress=False, threshold=0.9)
+    assert result.n_states == 2
+    bic = result.selection.curve.set_index("n_states")["bic"]
+    assert bic[2] < bic[1]
+    summary = result.summary()
+    assert len(summary["warnings"]) == 1 and "largest K searched (1..2)" in summary["warnings"][0]
+    assert "largest K searched" in caplog.text
+    assert "Warning: the chosen K=2" in pipeline.render_summary(summary)
+    out = pipeline.write_fit_dir(result, tmp_path / "fit")
+    assert json.loads((out / "summary.json").read_text())["warnings"] == summary["warnings"]
+    pipeline.write_report(out)
+    report = json.loads((out / "report.json").read_text())
+    assert summary["warnings"][0] in report["warnings"]
+    # A K inside the range gives no such warning.
+    inside = pipeline.fit(planted_set, states="2-4", restarts=1, progress=False, analyze=False)
+    assert inside.n_states == 3 and inside.summary()["warnings"] == []
+
+
+def test_model_size_rule_flags_k_the_checkpoints_cannot_support(planted_factory, caplog):
+    from bayes_trainmap.fitting.selection import MIN_VALUES_PER_PARAMETER, model_size_warning, n_free_parameters
+
+    # The case: K = 20 on 306 training checkpoints of the paper's 14 statistics.
+    assert n_free_parameters(20, 14, "full") == 2779
+    msg = model_size_warning(20, 306, 14, "full")
+    assert "2,779 free parameters" in msg and "4,284 values" in msg
+    # The rule is exactly "fewer than MIN_VALUES_PER_PARAMETER values per parameter".
+    for k in range(1, 12):
+        p = n_free_parameters(k, 14, "full")
+        assert (model_size_warning(k, 306, 14, "full") is None) == (306 * 14 >= MIN_VALUES_PER_PARAMETER * p)
+    # Through fit: 2 training runs x 12 checkpoints x 3 features = 72 values, K = 4 has 51 parameters.
+    ts = planted_factory(n_runs=3, n_checkpoints=12, n_features=3)
+    with caplog.at_level("WARNING"):
+        result = pipeline.fit(ts, states=4, restarts=1, progress=False, analyze=False)
+    assert any("51 free parameters" in w and "over-parametrised" in w for w in result.summary()["warnings"])
+    assert "over-parametrised" in caplog.text
+
+
+def test_outcome_direction_option_reaches_the_convergence_steps(planted_set):
+    from bayes_trainmap.analysis.convergence import convergence_steps
+
+    # planted_set's accuracy is 0.2, 0.5, 0.95 in states 0, 1, 2: "lower is better" at 0.3
+    # converges at the first checkpoint (state 0), the name's guess (higher) only in state 1.
+    result = pipeline.fit(
+        planted_set, states=3, restarts=1, progress=False, threshold=0.3, outcome_direction="lower",
+    )
+    conv = result.analysis.convergence
+    assert result.config["outcome_direction"] == "lower" and conv.higher_is_better is False
+    oracle = convergence_steps(planted_set, "eval_accuracy", 0.3, higher_is_better=False)
+    pd.testing.assert_series_equal(conv.steps, oracle.steps)
+    assert conv.never_converged == [] and conv.steps.notna().all()
+    guessed = convergence_steps(planted_set, "eval_accuracy", 0.3)  # the name's guess: >= 0.3
+    assert guessed.higher_is_better and (guessed.steps > conv.steps).all()
+    with pytest.raises(BayesTrainmapError, match="outcome direction"):
+        pipeline.fit(planted_set, states=3, outcome_direction="up")
+
+
+def test_analysis_refuses_the_outcome_as_a_feature(fitted, planted_set):
+    from bayes_trainmap import analysis
+
+    params = fitted.params
+    renamed = type(params)(params.start_prob, params.trans_mat, params.means, params.covars,
+                           params.covariance_type, ["l1", "eval_accuracy", "code_sparsity"])
+    with pytest.raises(BayesTrainmapError, match="also a model feature"):
+        analysis.analyze(renamed, fitted.Z, fitted.lengths, fitted.run_ids, planted_set.steps(),
+                         {"eval_accuracy": planted_set.outcome("eval_accuracy")}, paths=fitted.paths)
+
+
+def test_all_nan_default_outcome_skips_the_analysis_and_says_why(planted_set, caplog):
+    frame = planted_set.frame.copy()
+    frame["eval_accuracy"] = np.nan
+    with caplog.at_level("WARNING"):
+        result = pipeline.fit(TrajectorySet(frame, {}), states=3, restarts=1, progress=False)
+    assert result.analysis is None
+    assert "'eval_accuracy' column has no finite value in any run" in caplog.text
+    assert "never reach" not in caplog.text
+
+
 def test_missing_default_outcome_skips_the_analysis(planted_set, caplog):
     ts = TrajectorySet(planted_set.frame.drop(columns="eval_accuracy"), {})
     with caplog.at_level("WARNING"):

@@ -59,7 +59,7 @@ from bayes_trainmap.analysis.detours import (
     convergence_regression,
     occupancy,
 )
-from bayes_trainmap.analysis.dissimilarity import is_forking, trajectory_dissimilarity
+from bayes_trainmap.analysis.dissimilarity import is_forking, structural_edges, trajectory_dissimilarity
 from bayes_trainmap.analysis.training_map import TrainingMap, build_training_map
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.schema import RUN_COLUMN
@@ -357,6 +357,11 @@ def analyze(
     options = options or AnalysisOptions()
     if runs.paths is None:
         raise BayesTrainmapError("the runs must be decoded (runs.paths) before the analysis")
+    if options.outcome in runs.features:
+        raise BayesTrainmapError(
+            f"the convergence outcome {options.outcome!r} is also a model feature; the regression would explain "
+            "convergence by the outcome itself -- leave it out of the features"
+        )
     n_states = int(params.n_states)
     lengths, paths, run_ids = runs.lengths, runs.paths, runs.run_ids
     if filtered is None:
@@ -369,6 +374,10 @@ def analyze(
     dissimilarity = (
         trajectory_dissimilarity(occ, options.ground_metric, np.asarray(params.means)) if len(run_ids) > 1 else float("nan")
     )
+    # Structure without one-checkpoint j -> k -> j flickers (see dissimilarity.structural_edges).
+    struct_edges, struct_states = structural_edges(paths, lengths)
+    forking = is_forking(struct_edges, n_states, visited_states=struct_states)
+
     baselines = None
     if options.run_baselines:
         data = baseline_data
@@ -396,7 +405,7 @@ def analyze(
         regression=regression,
         censored_runs=censored,
         dissimilarity=float(dissimilarity),
-        forking=bool(is_forking(tmap.edges, n_states, visited_states=tmap.visited_states)),
+        forking=bool(forking),
         baselines=baselines,
         split=split_map,
     )
@@ -414,6 +423,14 @@ def _convergence(runs: FittedRuns, options: AnalysisOptions) -> ConvergenceResul
         threshold=options.threshold,
         higher_is_better=options.higher_is_better,
     )
+    if conv.no_outcome:
+        logger.warning(
+            "%d of %d runs have no finite value of %s and are left out of the regression: %s",
+            len(conv.no_outcome),
+            runs.n_runs,
+            options.outcome,
+            ", ".join(conv.no_outcome),
+        )
     if conv.never_converged:
         logger.warning(
             "%d of %d runs never reach %s %s %g: %s",
@@ -434,7 +451,7 @@ def _detour_regression(runs: FittedRuns, occ: np.ndarray, conv: ConvergenceResul
     censored: list[str] = []
     if options.include_unconverged and conv.never_converged:
         last_steps = runs.steps[np.cumsum(runs.lengths) - 1].astype(float)
-        missing = ~np.isfinite(y)
+        missing = np.isin(run_ids, conv.never_converged)  # not the runs without any outcome value
         y = np.where(missing, last_steps, y)
         censored = [r for r, m in zip(run_ids, missing) if m]
     keep = np.isfinite(y)

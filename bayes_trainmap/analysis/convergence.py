@@ -4,11 +4,21 @@ Section 3.4 of Hu et al. (2023) defines convergence time as the first iteration
 at which validation accuracy exceeds a threshold set slightly below the task's
 maximum evaluation accuracy. Runs that never cross are listed and, by default,
 left out of the detour regression (their convergence time is unknown, not large).
+
+Checks (:func:`check_threshold`, :func:`convergence_from_arrays`): the threshold
+must be finite, and within [0, 1] for an outcome whose name contains "accuracy";
+an outcome with no finite value in any run is refused, a run with no finite value
+is listed in ``no_outcome`` (not as never converged); a threshold that every
+checkpoint of every run already crosses (each run would "converge" at its first
+checkpoint) is refused. The direction is explicit when ``higher_is_better`` is
+given; otherwise it is guessed from the name (downwards for names containing
+"loss").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,7 +32,13 @@ __all__ = [
     "convergence_steps",
     "convergence_from_arrays",
     "threshold_for_task",
+    "check_threshold",
+    "direction_from_option",
+    "OUTCOME_DIRECTIONS",
 ]
+
+#: Values of the ``--outcome-direction`` option.
+OUTCOME_DIRECTIONS = ("auto", "higher", "lower")
 
 #: Accuracy thresholds per task (paper, section 3.4: slightly below each task's
 #: maximum evaluation accuracy). ``digits`` (scikit-learn's 8x8 digits, an MLP
@@ -75,6 +91,8 @@ class ConvergenceResult:
         Threshold used.
     higher_is_better : bool
         Whether crossing means ``>= threshold`` (accuracies) or ``<= threshold`` (losses).
+    no_outcome : list of str
+        Runs without a single finite outcome value (NaN steps; not "never converged").
     """
 
     steps: pd.Series
@@ -82,6 +100,7 @@ class ConvergenceResult:
     outcome: str
     threshold: float
     higher_is_better: bool = True
+    no_outcome: list[str] = field(default_factory=list)
 
     @property
     def converged(self) -> pd.Series:
@@ -95,6 +114,7 @@ class ConvergenceResult:
             "higher_is_better": bool(self.higher_is_better),
             "steps": {str(k): (None if pd.isna(v) else float(v)) for k, v in self.steps.items()},
             "never_converged": list(self.never_converged),
+            "no_outcome": list(self.no_outcome),
         }
 
     @classmethod
@@ -103,13 +123,50 @@ class ConvergenceResult:
             {k: (np.nan if v is None else float(v)) for k, v in d["steps"].items()}, dtype=float, name="convergence_step"
         )
         steps.index.name = RUN_COLUMN
-        return cls(steps, list(d["never_converged"]), d["outcome"], float(d["threshold"]), bool(d["higher_is_better"]))
+        return cls(
+            steps,
+            list(d["never_converged"]),
+            d["outcome"],
+            float(d["threshold"]),
+            bool(d["higher_is_better"]),
+            list(d.get("no_outcome", [])),
+        )
 
 
 def _infer_direction(outcome: str, higher_is_better: bool | None) -> bool:
     if higher_is_better is not None:
         return bool(higher_is_better)
     return "loss" not in outcome.lower()
+
+
+def direction_from_option(direction: str) -> bool | None:
+    """``"higher"`` -> True, ``"lower"`` -> False, ``"auto"`` -> None (guess from the name)."""
+    if direction not in OUTCOME_DIRECTIONS:
+        raise BayesTrainmapError(f"outcome direction must be one of {', '.join(OUTCOME_DIRECTIONS)}, got {direction!r}")
+    return {"auto": None, "higher": True, "lower": False}[direction]
+
+
+def check_threshold(threshold, outcome: str) -> float:
+    """The threshold as a float, or :class:`BayesTrainmapError` naming what is wrong.
+
+    A threshold must be a finite real number, and in [0, 1] for an outcome whose
+    name contains "accuracy" (a fraction: outside it either every run or no run
+    converges whatever the data).
+    """
+    if isinstance(threshold, bool):
+        raise BayesTrainmapError(f"threshold must be a number, got {threshold!r}")
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise BayesTrainmapError(f"threshold must be a number, got {threshold!r}") from None
+    if not math.isfinite(value):
+        raise BayesTrainmapError(f"threshold must be a finite number, got {threshold!r}")
+    if "accuracy" in outcome.lower() and not 0.0 <= value <= 1.0:
+        raise BayesTrainmapError(
+            f"threshold {value:g} is outside [0, 1], the range of the accuracy {outcome!r}; "
+            "expected a fraction such as 0.9"
+        )
+    return value
 
 
 def convergence_from_arrays(
@@ -153,17 +210,39 @@ def convergence_from_arrays(
             f"lengths sum to {lengths.sum()} over {lengths.size} runs, expected {values.size} checkpoints "
             f"over {len(run_ids)} runs"
         )
+    threshold = check_threshold(threshold, outcome)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise BayesTrainmapError(
+            f"outcome {outcome!r} has no finite value in any run (all {values.size} checkpoints are NaN or "
+            "infinite); convergence cannot be determined"
+        )
     up = _infer_direction(outcome, higher_is_better)
-    crossed = values >= threshold if up else values <= threshold
+    crossed = values >= threshold if up else values <= threshold  # NaN never crosses
+    if crossed[finite].all():
+        lo, hi = float(values[finite].min()), float(values[finite].max())
+        raise BayesTrainmapError(
+            f"threshold {threshold:g} is {'below' if up else 'above'} every observed value of {outcome!r} "
+            f"(range [{lo:g}, {hi:g}]): every run would converge at its first checkpoint; "
+            f"expected a threshold inside the observed range"
+            + ("" if higher_is_better is not None else
+               f" (or the other --outcome-direction: {'higher' if up else 'lower'} is better was guessed)")
+        )
     result = np.full(lengths.size, np.nan)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
+    no_outcome = []
     for i in range(lengths.size):
-        hits = np.flatnonzero(crossed[offsets[i] : offsets[i + 1]])
+        lo, hi = offsets[i], offsets[i + 1]
+        if not finite[lo:hi].any():
+            no_outcome.append(str(run_ids[i]))
+            continue
+        hits = np.flatnonzero(crossed[lo:hi])
         if hits.size:
-            result[i] = float(steps[offsets[i] + hits[0]])
+            result[i] = float(steps[lo + hits[0]])
     series = pd.Series(result, index=pd.Index([str(r) for r in run_ids], name=RUN_COLUMN), name="convergence_step")
-    never = [str(r) for r, v in zip(run_ids, result) if np.isnan(v)]
-    return ConvergenceResult(series, never, outcome, float(threshold), up)
+    missing = set(no_outcome)
+    never = [str(r) for r, v in zip(run_ids, result) if np.isnan(v) and str(r) not in missing]
+    return ConvergenceResult(series, never, outcome, threshold, up, no_outcome)
 
 
 def convergence_steps(

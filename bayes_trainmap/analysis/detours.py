@@ -18,6 +18,21 @@ The regression used here:
 
 The paper's own advice is to interpret the coefficients only when the F-test
 is significant; :attr:`RegressionResult.warning` says so when ``p >= 0.05``.
+
+Identifiability (:mod:`bayes_trainmap.analysis.identifiability`): a state whose occupancy is
+the same in every run is aliased with the intercept and not identified; the other
+states are then regressed on their occupancies renormalised over the states that
+vary (same fitted values; each coefficient is the predicted step of a run that
+spends all of its non-fixed time in that state). When that design is still
+rank-deficient (collinear states, more states than runs) only the coefficients
+orthogonal to its null space are estimated, by OLS on a full-rank reduced design
+with the same column space. Non-identified states have NaN estimates,
+``identified = False`` and a reason, and are never detours. R^2 is reported whenever
+the fitted values are defined; the F-test only with at least one model and one
+residual degree of freedom and a non-zero residual. An exact fit (zero residual)
+gives coefficients without standard errors, intervals or p-values; a saturated one
+(no more runs than the design's rank) gives no coefficients and no R^2. The reason
+is always in :attr:`RegressionResult.warning`.
 """
 
 from __future__ import annotations
@@ -28,12 +43,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from bayes_trainmap.analysis.identifiability import occupancy_design
 from bayes_trainmap.core.errors import BayesTrainmapError
 
 __all__ = ["occupancy", "RegressionResult", "convergence_regression", "SIGNIFICANCE_LEVEL"]
 
 #: p-value at or above which the report warns that coefficients should not be interpreted.
 SIGNIFICANCE_LEVEL = 0.05
+#: A residual sum of squares at most this fraction of the total (centred) one is an exact fit.
+ZERO_RESIDUAL_RTOL = 1e-12
 
 
 def occupancy(paths: np.ndarray, lengths: np.ndarray, n_states: int) -> np.ndarray:
@@ -79,7 +97,7 @@ class RegressionResult:
     visited_by : numpy.ndarray of int, shape (K,)
         Number of regression runs that visit each state at least once.
     detour : numpy.ndarray of bool, shape (K,)
-        Coefficient > 0 and at least one regression run never visits the state.
+        Identified, coefficient > 0 and at least one regression run never visits the state.
     dropped_states : list of int
         States no regression run visits (no column in the design).
     r_squared : float
@@ -95,6 +113,13 @@ class RegressionResult:
         Mean and sample SD used to standardise the convergence steps.
     warning : str or None
         Why the coefficients should not be interpreted, if they should not.
+    identified : numpy.ndarray of bool, shape (K,)
+        The state's coefficient is estimated (estimable and the fit has residual
+        degrees of freedom); False entries have NaN estimates and are never detours.
+    not_identified_reasons : list of (str or None), length K
+        Why each non-identified state has no coefficient (None where identified).
+    rank : int
+        Numerical rank of the occupancy design (visited states only).
     """
 
     coefficients: np.ndarray
@@ -115,17 +140,35 @@ class RegressionResult:
     step_mean: float = float("nan")
     step_sd: float = float("nan")
     warning: str | None = None
+    identified: np.ndarray | None = None
+    not_identified_reasons: list | None = None
+    rank: int = 0
+
+    def __post_init__(self):
+        k = int(np.asarray(self.coefficients).size)
+        if self.identified is None:  # results written before identification was recorded
+            self.identified = np.isfinite(np.asarray(self.coefficients, dtype=float))
+        self.identified = np.asarray(self.identified, dtype=bool)
+        if self.not_identified_reasons is None:
+            self.not_identified_reasons = [None if ok else "not identified" for ok in self.identified]
+        if self.identified.shape != (k,) or len(self.not_identified_reasons) != k:
+            raise BayesTrainmapError(f"identified/not_identified_reasons must have {k} entries")
 
     @property
     def n_states(self) -> int:
         return int(self.coefficients.size)
 
     @property
+    def not_identified_states(self) -> list[int]:
+        """Visited states whose coefficient the data do not identify."""
+        return [int(k) for k in np.flatnonzero(~self.identified & (self.visited_by > 0))]
+
+    @property
     def detour_states(self) -> list[int]:
         return [int(k) for k in np.flatnonzero(self.detour)]
 
     def table(self) -> pd.DataFrame:
-        """One row per state: coefficient, std_error, ci_low, ci_high, p_value, visited_by, detour."""
+        """One row per state: coefficient, std_error, ci_low, ci_high, p_value, visited_by, identified, detour."""
         return pd.DataFrame(
             {
                 "state": np.arange(self.n_states),
@@ -135,6 +178,7 @@ class RegressionResult:
                 "ci_high": self.ci_high,
                 "p_value": self.pvalues,
                 "visited_by": self.visited_by,
+                "identified": self.identified,
                 "detour": self.detour,
             }
         )
@@ -165,6 +209,9 @@ class RegressionResult:
             "step_mean": num(self.step_mean),
             "step_sd": num(self.step_sd),
             "warning": self.warning,
+            "identified": [bool(v) for v in self.identified],
+            "not_identified_reasons": list(self.not_identified_reasons),
+            "rank": int(self.rank),
         }
 
     @classmethod
@@ -194,6 +241,9 @@ class RegressionResult:
             step_mean=num(d.get("step_mean")),
             step_sd=num(d.get("step_sd")),
             warning=d.get("warning"),
+            identified=None if d.get("identified") is None else np.asarray(d["identified"], dtype=bool),
+            not_identified_reasons=d.get("not_identified_reasons"),
+            rank=int(d.get("rank", 0)),
         )
 
 
@@ -238,6 +288,9 @@ def convergence_regression(
     keep = np.flatnonzero(visited_by > 0)
     dropped = [int(k) for k in np.flatnonzero(visited_by == 0)]
     nan_k = np.full(n_states, np.nan)
+    reasons: list[str | None] = [None] * n_states
+    for k in dropped:
+        reasons[k] = "visited by no run in the regression"
     result = RegressionResult(
         coefficients=nan_k.copy(),
         std_errors=nan_k.copy(),
@@ -254,44 +307,110 @@ def convergence_regression(
         df_resid=float(n_runs - keep.size),
         n_runs=n_runs,
         runs=runs,
+        identified=np.zeros(n_states, dtype=bool),
+        not_identified_reasons=reasons,
     )
-    if n_runs < 2:
-        result.warning = f"only {n_runs} converged run(s); the regression needs at least 2"
+
+    def refuse(why: str) -> RegressionResult:
+        for k in keep:
+            reasons[k] = why
+        result.warning = why
         return result
+
+    if n_runs < 2:
+        return refuse(f"only {n_runs} converged run(s); the regression needs at least 2")
     mean, sd = float(y_raw.mean()), float(y_raw.std(ddof=1))
     result.step_mean, result.step_sd = mean, sd
     if not sd > 0:
-        result.warning = "every run converges at the same step; there is no variance to explain"
-        return result
-    if n_runs <= keep.size:
-        result.warning = (
-            f"{n_runs} runs for {keep.size} visited states leave no residual degrees of freedom; "
-            "coefficients are not identified"
-        )
-        return result
+        return refuse("every run converges at the same step; there is no variance to explain")
 
     y = (y_raw - mean) / sd
-    X = occ[:, keep]
+    design = occupancy_design(occ[:, keep])
+    if design.free.size == 0:
+        return refuse("every run has the same occupancy of every state; there is nothing to regress on")
+    rank = design.rank
+    result.rank = rank
+    result.df_model, result.df_resid = float(rank - 1), float(n_runs - rank)
+    if n_runs <= rank:
+        return refuse(
+            f"{n_runs} runs for an occupancy design of rank {rank} ({keep.size} visited states) leave no "
+            "residual degrees of freedom: the fit is saturated, so R², the F-test and the coefficients "
+            "are not identified"
+        )
+    alias_note = _alias_reasons(design, keep, reasons)
+
+    R = design.reduced()
+    # hasconst=True: the rows of the design sum to one, so the constant lies in its span.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        fitted = sm.OLS(y, X, hasconst=True).fit()
-        ci = np.asarray(fitted.conf_int(alpha=alpha))
-        result.coefficients[keep] = fitted.params
-        result.std_errors[keep] = fitted.bse
-        result.ci_low[keep], result.ci_high[keep] = ci[:, 0], ci[:, 1]
-        result.pvalues[keep] = fitted.pvalues
-        result.r_squared = float(fitted.rsquared)
-        result.f_statistic = float(fitted.fvalue) if keep.size > 1 else float("nan")
-        result.f_pvalue = float(fitted.f_pvalue) if keep.size > 1 else float("nan")
-    result.df_model, result.df_resid = float(fitted.df_model), float(fitted.df_resid)
+        fitted = sm.OLS(y, R, hasconst=True).fit()
+    est = keep[design.identified_columns]
+    idx = design.coefficient_positions()
+    rss = float(np.sum(fitted.resid**2))
+    tss = float(np.sum(y**2))  # y is centred
+    exact = rss <= ZERO_RESIDUAL_RTOL * tss
+    result.coefficients[est] = np.asarray(fitted.params)[idx]
+    result.identified[est] = True
+    result.r_squared = float(1.0 - rss / tss) if not exact else 1.0
+    notes = []
+    if exact:
+        notes.append(
+            "the fit is exact (zero residual), so standard errors, confidence intervals, p-values and "
+            "the F-test are undefined"
+        )
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ci = np.asarray(fitted.conf_int(alpha=alpha))
+            result.std_errors[est] = np.asarray(fitted.bse)[idx]
+            result.ci_low[est], result.ci_high[est] = ci[idx, 0], ci[idx, 1]
+            result.pvalues[est] = np.asarray(fitted.pvalues)[idx]
+            if rank > 1:
+                result.f_statistic = float(fitted.fvalue)
+                result.f_pvalue = float(fitted.f_pvalue)
     optional = visited_by < n_runs
-    result.detour = np.nan_to_num(result.coefficients, nan=0.0) > 0
-    result.detour &= optional
-    if keep.size < 2:
-        result.warning = "only one state is visited; there is nothing to regress on"
-    elif not np.isfinite(result.f_pvalue) or result.f_pvalue >= SIGNIFICANCE_LEVEL:
-        result.warning = (
+    result.detour = (np.nan_to_num(result.coefficients, nan=0.0) > 0) & optional & result.identified
+    if rank < 2:
+        result.detour[:] = False  # only the mean is fitted: a sign would be rounding noise
+        notes.insert(0, "the occupancy design has rank 1 (only the mean is fitted); there is nothing to regress on")
+    elif not exact and (not np.isfinite(result.f_pvalue) or result.f_pvalue >= SIGNIFICANCE_LEVEL):
+        notes.append(
             f"the regression is not significant (F-test p = {result.f_pvalue:.3g} >= {SIGNIFICANCE_LEVEL}); "
             "its coefficients and detour flags should not be interpreted"
         )
+    if alias_note:
+        notes.insert(0, alias_note)
+    result.warning = "; ".join(notes) if notes else None
     return result
+
+
+def _alias_reasons(design, keep: np.ndarray, reasons: list) -> str | None:
+    """Fill ``reasons`` for the aliased visited states; return one summary sentence (or None)."""
+    ident = design.identification
+    notes = []
+    if design.constant.size:
+        const = [int(keep[c]) for c in design.constant]
+        vals = ", ".join(f"state {k}: {v:.3g}" for k, v in zip(const, design.shares))
+        why = (
+            f"aliased with the intercept: its occupancy is the same in every run ({vals}); the other "
+            "states' coefficients are estimated with this share held fixed (occupancies renormalised "
+            "over the states that vary)"
+        )
+        for k in const:
+            reasons[k] = why
+        notes.append(f"state(s) {const} have the same occupancy in every run ({vals}) and are not identified")
+    if not ident.full_rank:
+        for group in ident.alias_groups:
+            states = [int(keep[design.free[c]]) for c in group]
+            why = (
+                f"aliased with state(s) {states}: their occupancies are linearly dependent "
+                "(K may over-split a state), so only combinations of their coefficients are determined"
+            )
+            for k in states:
+                reasons[k] = why
+        bad = sorted(int(keep[design.free[j]]) for j in np.flatnonzero(~ident.identified))
+        notes.append(
+            f"the occupancy design is rank-deficient (rank {ident.rank} for {keep.size} visited states): "
+            f"the coefficients of state(s) {bad} are not identified and are never detours"
+        )
+    return "; ".join(notes) if notes else None

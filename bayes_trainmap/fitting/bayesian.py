@@ -26,7 +26,9 @@ runs and ``X`` their occupancies (visited states only, no separate intercept, ex
 as :func:`bayes_trainmap.analysis.detours.convergence_regression`), the flat prior
 ``p(beta, sigma^2) ∝ 1/sigma^2`` gives the exact normal-inverse-gamma posterior
 ``sigma^2 | y ~ RSS / chi^2_{n-p}``, ``beta | sigma^2, y ~ N(beta_hat, sigma^2 (X^T X)^-1)``
-(marginally a multivariate t). One ``(beta, sigma^2)`` is drawn per HMM draw, so the
+(marginally a multivariate t), on the full-rank reduced design when the occupancies
+are rank-deficient (coefficients the data do not identify are NaN in that draw and
+never detours; see :mod:`bayes_trainmap.analysis.identifiability`). One ``(beta, sigma^2)`` is drawn per HMM draw, so the
 intervals count both the HMM's uncertainty and that of a finite number of seeds.
 ``R^2`` is the Bayesian R^2 of Gelman et al. (2019), ``var(X beta) / (var(X beta) +
 sigma^2)`` per draw, which likewise carries both.
@@ -44,6 +46,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from bayes_trainmap.analysis.detours import occupancy as occupancy_fractions
+from bayes_trainmap.analysis.identifiability import occupancy_design
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.storage import to_jsonable
 
@@ -188,29 +191,43 @@ def _edge_counts(paths: np.ndarray, lengths: np.ndarray, n_states: int) -> np.nd
 
 
 def _regression_draw(occ: np.ndarray, y_raw: np.ndarray, rng: np.random.Generator):
-    """One draw of (coefficients (K,), detour (K,), Bayesian R^2) from the regression posterior."""
+    """One draw of (coefficients (K,), detour (K,), Bayesian R^2) from the regression posterior.
+
+    The posterior is taken on the full-rank reduced design of
+    :func:`bayes_trainmap.analysis.identifiability.occupancy_design` (same column space as
+    the visited states' occupancies): coefficients of states the design does not
+    identify are NaN and never detours, so a rank-deficient draw is handled like
+    the point regression instead of factorising a singular Gram matrix. A draw
+    whose fit is saturated (runs <= rank) gives no coefficients.
+    """
     n, K = occ.shape
     coefficients = np.full(K, np.nan)
     detour = np.zeros(K, dtype=bool)
     visited_by = (occ > 0).sum(axis=0)
     keep = np.flatnonzero(visited_by > 0)
-    p = keep.size
     sd = y_raw.std(ddof=1) if n > 1 else 0.0
-    if n <= p or not sd > 0:
+    if keep.size == 0 or not sd > 0:
+        return coefficients, detour, np.nan
+    design = occupancy_design(occ[:, keep])
+    r = design.rank
+    if r == 0 or n <= r:
         return coefficients, detour, np.nan
     y = (y_raw - y_raw.mean()) / sd
-    X = occ[:, keep]
-    gram_inv = np.linalg.pinv(X.T @ X)
-    beta_hat = gram_inv @ X.T @ y
-    rss = float(((y - X @ beta_hat) ** 2).sum())
-    sigma2 = max(rss, 1e-300) / rng.chisquare(n - p)
-    chol = np.linalg.cholesky(sigma2 * gram_inv + 1e-300 * np.eye(p))
-    beta = beta_hat + chol @ rng.standard_normal(p)
-    coefficients[keep] = beta
-    detour = np.nan_to_num(coefficients, nan=0.0) > 0
-    detour &= visited_by < n
-    fitted_var = float(np.var(X @ beta, ddof=1))
-    return coefficients, detour, fitted_var / (fitted_var + sigma2)
+    R = design.reduced()
+    # R has full column rank: beta | sigma^2 ~ N(beta_hat, sigma^2 (R^T R)^-1).
+    q, tri = np.linalg.qr(R)
+    beta_hat = np.linalg.solve(tri, q.T @ y)
+    rss = float(((y - R @ beta_hat) ** 2).sum())
+    sigma2 = rss / rng.chisquare(n - r)
+    # (R^T R)^-1 = tri^-1 tri^-T, so tri^-1 z has that covariance for z ~ N(0, I).
+    beta = beta_hat + np.sqrt(sigma2) * np.linalg.solve(tri, rng.standard_normal(r))
+    est = keep[design.identified_columns]
+    coefficients[est] = beta[design.coefficient_positions()]
+    if r >= 2:
+        detour[est] = (coefficients[est] > 0) & (visited_by[est] < n)
+    fitted_var = float(np.var(R @ beta, ddof=1))
+    total = fitted_var + sigma2
+    return coefficients, detour, (fitted_var / total if total > 0 else np.nan)
 
 
 def _decode(params, Z, lengths, decode: str, rng):

@@ -29,6 +29,8 @@ __all__ = ["BAYESIAN_MODES", "DEPRECATED_NAMES", "MODES", "FitConfig"]
 #: Inference modes: maximum likelihood (Baum-Welch), MAP and SVI (Pyro).
 MODES: tuple[str, ...] = ("mle", "map", "svi")
 BAYESIAN_MODES: tuple[str, ...] = ("map", "svi")
+#: Values of :attr:`FitConfig.outcome_direction`.
+OUTCOME_DIRECTIONS: tuple[str, ...] = ("auto", "higher", "lower")
 #: Keys of :attr:`FitConfig.bayes_options` (see :mod:`bayes_trainmap.fitting.bayesian`).
 BAYES_OPTION_NAMES: tuple[str, ...] = ("draws", "steps", "lr", "guide")
 #: Old option name -> current name (kept as deprecated aliases for one release).
@@ -68,6 +70,9 @@ class FitConfig:
         Convergence threshold (default: the task preset, see :mod:`bayes_trainmap.analysis.convergence`).
     task : str or None
         Task whose threshold preset applies.
+    outcome_direction : {"auto", "higher", "lower"}
+        Whether crossing the threshold means ``>=`` (higher is better) or ``<=``;
+        "auto": lower for names containing "loss".
     bayes_options : dict
         Settings of the Bayesian modes: any of ``draws``, ``steps``, ``lr``, ``guide``.
     """
@@ -88,6 +93,7 @@ class FitConfig:
     outcome: str | None = None
     threshold: float | None = None
     task: str | None = None
+    outcome_direction: str = "auto"
     bayes_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +109,7 @@ class FitConfig:
         """Raise :class:`BayesTrainmapError` naming the first bad option."""
         _choice("mode", self.mode, MODES)
         _choice("covariance_type", self.covariance_type, COVARIANCE_TYPES)
+        _choice("outcome_direction", self.outcome_direction, OUTCOME_DIRECTIONS)
         parse_states(self.states)
         _integer("n_restarts", self.n_restarts, 1, "n_restarts must be at least 1")
         _integer("random_state", self.random_state, 0, "random_state must be a non-negative integer")

@@ -66,12 +66,13 @@ def fit(
     config = FitConfig.from_options(config, **options)
     prepared = steps.prepare(ts, config)
     selection = steps.select(prepared, config, executor=executor, progress=progress)
+    warnings_ = steps.selection_warnings(prepared, selection, config)
     params, bayesian = steps.refine(prepared, selection, config, progress=progress)
     runs = steps.decode(params, prepared.runs)
     analysis_options = prepared.analysis_options(config) if analyze else None
     uncertainty = bayesian.uncertainty if bayesian is not None else None
     analysis = steps.analyse(params, runs, analysis_options, uncertainty)
-    return FitResult(config, prepared, selection, params, runs, analysis, bayesian)
+    return FitResult(config, prepared, selection, params, runs, analysis, bayesian, warnings_)
 
 
 def write_fit_dir(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,8 @@ class FitResult:
         The training map, detours, ... (None when no outcome could be analysed).
     bayesian : BayesianResult or None
         The Bayesian fit of the ``map``/``svi`` modes.
+    warnings : list of str
+        What the reader of the fit should know (e.g. K at the top of the searched range).
     """
 
     config: FitConfig
@@ -61,6 +63,7 @@ class FitResult:
     runs: FittedRuns
     analysis: Analysis | None = None
     bayesian: BayesianResult | None = None
+    warnings: list[str] = field(default_factory=list)
 
     # -- views -----------------------------------------------------------------------
     @property
@@ -234,4 +237,5 @@ def summarise(result: FitResult) -> dict[str, Any]:
             for s in range(k)
         ],
         "runs": rows,
+        "warnings": list(result.warnings),
     }

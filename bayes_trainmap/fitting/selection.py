@@ -9,8 +9,9 @@ where ``n_val`` is the number of held-out checkpoints and ``p`` the number of
 free parameters, ``(K-1) + K(K-1) + K d + K d(d+1)/2`` (full covariance) or
 ``(K-1) + K(K-1) + 2 K d`` (diagonal). Among the restarts of one K the model with
 the highest *training* log-likelihood is kept (choosing by held-out likelihood
-would let the validation runs pick the parameters as well as K); the chosen K
-minimises that model's BIC.
+would let the validation runs pick the parameters as well as K); restarts within a
+relative :data:`TIE_RTOL` (1e-9) of the highest are tied and the lowest restart
+index wins. The chosen K minimises that model's BIC (the smaller K on ties).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ __all__ = [
     "DEFAULT_STATES",
     "SelectionResult",
     "check_supported",
+    "model_size_warning",
+    "range_edge_warning",
+    "MIN_VALUES_PER_PARAMETER",
     "fit_candidate",
     "n_free_parameters",
     "parse_states",
@@ -84,6 +88,60 @@ def check_supported(n_states: int, n_checkpoints: int, n_features: int, covarian
             f"{n_features} features = {n_values} values, but a {covariance_type}-covariance model with "
             f"K={n_states} has {p} free parameters; expected fewer states or more data"
         )
+
+
+#: Observed values (checkpoints x features) per free parameter below which a K is flagged.
+MIN_VALUES_PER_PARAMETER = 10
+
+
+def model_size_warning(n_states: int, n_checkpoints: int, n_features: int, covariance_type: str = "full") -> str | None:
+    """Why a K that :func:`check_supported` accepts is still too large for the data, or None.
+
+    The rule: a K-state model with ``p`` free parameters is flagged when the
+    training data hold fewer than :data:`MIN_VALUES_PER_PARAMETER` observed values
+    (checkpoints x features) per parameter. Below that BIC's large-sample
+    approximation is unreliable and the per-state covariances are set mostly by
+    the ``min_covar`` floor rather than by the data.
+    """
+    p = n_free_parameters(n_states, n_features, covariance_type)
+    n_values = int(n_checkpoints) * int(n_features)
+    if n_values >= MIN_VALUES_PER_PARAMETER * p:
+        return None
+    return (
+        f"K={n_states} ({covariance_type} covariance) has {p:,} free parameters for {n_checkpoints:,} training "
+        f"checkpoints x {n_features} features = {n_values:,} values ({n_values / p:.1f} per parameter, "
+        f"fewer than {MIN_VALUES_PER_PARAMETER}): the model is over-parametrised for the data, its BIC is "
+        "unreliable and its covariances are set mostly by the min_covar floor; use fewer states, "
+        "--covariance diag or more runs"
+    )
+
+
+def range_edge_warning(curve: pd.DataFrame, best_n_states: int) -> str | None:
+    """Warn when the chosen K is the largest searched and BIC was still falling there.
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame
+        Selection curve with ``n_states`` and ``bic`` columns (one row per K).
+    best_n_states : int
+        The chosen K.
+
+    Returns
+    -------
+    str or None
+        None when one K was searched, or the chosen K is below the top of the range.
+    """
+    ks = curve["n_states"].to_numpy(dtype=int)
+    if ks.size < 2 or int(best_n_states) != int(ks.max()):
+        return None
+    bic = curve.set_index("n_states")["bic"]
+    top = int(ks.max())
+    below = int(ks[ks < top].max())
+    return (
+        f"the chosen K={top} is the largest K searched ({int(ks.min())}..{top}) and BIC was still falling "
+        f"(K={below}: {bic[below]:.6g}, K={top}: {bic[top]:.6g}); a larger K may fit better, so the map may "
+        "merge states -- widen the search with --states A-B if the data support it"
+    )
 
 
 def max_supported_states(n_checkpoints: int, n_features: int, covariance_type: str = "full") -> int:

@@ -18,6 +18,7 @@ from bayes_trainmap.analysis import Analysis, AnalysisOptions, analyze
 from bayes_trainmap.analysis.convergence import (
     TASK_THRESHOLDS,
     convergence_from_arrays,
+    direction_from_option,
     threshold_for_task,
 )
 from bayes_trainmap.core.device import resolve_device
@@ -42,7 +43,9 @@ from bayes_trainmap.fitting.selection import (
     SelectionResult,
     check_supported,
     max_supported_states,
+    model_size_warning,
     parse_states,
+    range_edge_warning,
     select_n_states,
 )
 from bayes_trainmap.inference.baum_welch import GaussianHMM
@@ -80,6 +83,8 @@ class Prepared:
         Outcome column defining convergence (None: the data has no default outcome).
     threshold : float
         The resolved convergence threshold.
+    higher_is_better : bool or None
+        Crossing direction (None: guessed from the outcome's name).
     """
 
     trajectories: TrajectorySet
@@ -92,6 +97,7 @@ class Prepared:
     device: str
     outcome: str | None
     threshold: float
+    higher_is_better: bool | None = None
 
     def analysis_options(self, config: FitConfig) -> AnalysisOptions | None:
         """The analysis options of this fit; None when there is no outcome to analyse."""
@@ -100,6 +106,7 @@ class Prepared:
         return AnalysisOptions(
             outcome=self.outcome,
             threshold=self.threshold,
+            higher_is_better=self.higher_is_better,
             states_range=tuple(self.states),
             random_state=config.random_state,
         )
@@ -142,9 +149,29 @@ def prepare(ts: TrajectorySet, config: FitConfig) -> Prepared:
     device = str(resolve_device(config.device))
     threshold = _resolve_threshold(config.threshold, config.task, ts)
     outcome = _resolve_outcome(config.outcome, ts)
+    higher_is_better = direction_from_option(config.outcome_direction)
+    if outcome is not None and config.outcome is None and not np.isfinite(ts.outcome(outcome)).any():
+        # The default outcome is present but empty: like a missing default column, the
+        # analysis is skipped with a warning (naming it with --outcome makes this an error).
+        logger.warning(
+            "the data's %r column has no finite value in any run: the convergence analysis is skipped; "
+            "name an outcome column with --outcome",
+            outcome,
+        )
+        outcome = None
     requested = validate(ts, config.features, min_length=config.min_length)
-    if outcome is not None and outcome in requested:
-        raise TrajectoryError(f"the convergence outcome {outcome!r} cannot also be a model feature")
+    if outcome is not None:
+        if outcome in requested:
+            raise BayesTrainmapError(
+                f"the convergence outcome {outcome!r} cannot also be a model feature (the regression would "
+                "explain convergence by the outcome itself); leave it out of --features"
+            )
+        # Refuse a bad threshold (non-finite, outside [0, 1] for an accuracy, crossed by every
+        # checkpoint) or an outcome with no finite value now, not after the fit.
+        convergence_from_arrays(
+            ts.outcome(outcome), ts.steps(), ts.lengths, ts.run_ids,
+            outcome=outcome, threshold=threshold, higher_is_better=higher_is_better,
+        )
     X, lengths = ts.feature_matrix(requested)
     Z, zinfo = zscore_per_run(X, lengths, config.window, feature_names=requested, run_ids=ts.run_ids)
     dropped = zinfo.fully_constant_features
@@ -167,7 +194,7 @@ def prepare(ts: TrajectorySet, config: FitConfig) -> Prepared:
     )
     n_train = int(runs.rows_in(SPLIT_TRAIN)[1].sum())
     states, spec = _candidate_states(config.states, n_train, len(features), config.covariance_type)
-    return Prepared(ts, runs, zinfo, requested, dropped, states, spec, device, outcome, threshold)
+    return Prepared(ts, runs, zinfo, requested, dropped, states, spec, device, outcome, threshold, higher_is_better)
 
 
 def _candidate_states(states: Any, n_train: int, n_features: int, covariance: str) -> tuple[list[int], str]:
@@ -265,6 +292,18 @@ def select(
     )
 
 
+def selection_warnings(prepared: Prepared, selection: SelectionResult, config: FitConfig) -> list[str]:
+    """Warnings about the chosen K: too many parameters for the data, or K at the edge of the range."""
+    n_train = int(prepared.runs.rows_in(SPLIT_TRAIN)[1].sum())
+    found = (
+        model_size_warning(selection.best_n_states, n_train, len(prepared.runs.features), config.covariance_type),
+        range_edge_warning(selection.curve, selection.best_n_states),
+    )
+    for text in filter(None, found):
+        logger.warning("%s", text)
+    return [w for w in found if w]
+
+
 def refine(
     prepared: Prepared, selection: SelectionResult, config: FitConfig, *, progress: bool = True
 ) -> tuple[HMMParams, bayesian.BayesianResult | None]:
@@ -330,5 +369,6 @@ def _convergence_steps(prepared: Prepared) -> np.ndarray | None:
         runs.run_ids,
         outcome=prepared.outcome,
         threshold=prepared.threshold,
+        higher_is_better=prepared.higher_is_better,
     )
     return result.steps.to_numpy(dtype=np.float64)

@@ -32,14 +32,16 @@ Numbers that are undefined are ``null``; every other value is finite.
                       HMM and, when computed, k-means and HMM-1)
 ``states``            ``[{state, occupancy, n_checkpoints, n_runs, runs, mean_dwell,
                       is_initial, is_final, n_runs_start, n_runs_end, top_features,
-                      top_importance, coefficient, ci_low, ci_high, detour}]``, one per state
+                      top_importance, coefficient, ci_low, ci_high, identified, detour}]``,
+                      one per state (``identified`` false: "not identified", no coefficient)
 ``edges``             ``[{source, target, trans_prob, n_runs, n_uses, runs, conv_mean,
                       conv_sd, conv_n, top_features, importance, mean_change, label}]``
 ``initial_states``    [int]; ``final_states``: [int]
 ``regression``        ``RegressionResult.to_dict()``: per-state lists ``coefficients,
                       std_errors, ci_low, ci_high, pvalues, visited_by, detour``; scalars
                       ``r_squared, f_statistic, f_pvalue, df_model, df_resid, n_runs``;
-                      ``dropped_states``, ``runs``, ``step_mean``, ``step_sd``, ``warning``
+                      ``dropped_states``, ``runs``, ``step_mean``, ``step_sd``, ``warning``;
+                      ``identified`` (K bools), ``not_identified_reasons`` (K str|null), ``rank``
 ``detour_states``     [int]
 ``convergence``       ``{outcome, threshold, higher_is_better, steps: {run: step|null},
                       never_converged: [str], censored_runs: [str], n_converged,
@@ -142,6 +144,7 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
             coefficient=reg.coefficients[k],
             ci_low=reg.ci_low[k],
             ci_high=reg.ci_high[k],
+            identified=bool(reg.identified[k]),
             detour=bool(reg.detour[k]),
         )
         states.append(row)
@@ -154,7 +157,7 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
         table4.extend(analysis.baselines)
     conv = analysis.convergence
     converged = conv.converged
-    warnings_ = []
+    warnings_ = [str(w) for w in summary.get("warnings", [])]  # model size, K at the top of the range
     if reg.warning:
         warnings_.append(reg.warning)
     if conv.never_converged:
@@ -162,6 +165,11 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
         warnings_.append(
             f"{len(conv.never_converged)} run(s) never reached {conv.outcome} "
             f"{'>=' if conv.higher_is_better else '<='} {conv.threshold:g} ({verb}): {', '.join(conv.never_converged)}"
+        )
+    if getattr(conv, "no_outcome", None):
+        warnings_.append(
+            f"{len(conv.no_outcome)} run(s) have no finite value of {conv.outcome} (left out of the regression; "
+            f"not counted as never converged): {', '.join(conv.no_outcome)}"
         )
     if reg.dropped_states:
         warnings_.append(f"state(s) {reg.dropped_states} are visited by no converged run and have no coefficient")
@@ -294,6 +302,13 @@ def validate_report_json(d: dict) -> None:
     for key in _REG_SCALARS:
         if key not in reg or not _is_number_or_null(reg[key]):
             problems.append(f"regression.{key} must be a number or null")
+    if "identified" in reg:
+        ident = reg["identified"]
+        if not isinstance(ident, list) or len(ident) != k or not all(isinstance(v, bool) for v in ident):
+            problems.append(f"regression.identified must be a list of {k} booleans")
+        elif isinstance(reg.get("detour"), list) and len(reg["detour"]) == k:
+            if any(d and not i for d, i in zip(reg["detour"], ident)):
+                problems.append("regression.detour flags a state that is not identified")
     for key in ("r_squared", "p_value", "dissimilarity", "forking"):
         if key not in d["table1"]:
             problems.append(f"table1 is missing {key!r}")

@@ -34,7 +34,8 @@ def render_markdown(report: dict) -> str:
     detours = report["detour_states"]
     out += [
         f"Detour states: {', '.join(map(str, detours)) if detours else 'none'}. "
-        f"The map is {'forking' if report['table1']['forking'] else 'linear'}; trajectory dissimilarity is the mean "
+        f"The map is {'forking' if report['table1']['forking'] else 'linear'} (judged without one-checkpoint "
+        "j → k → j flickers); trajectory dissimilarity is the mean "
         f"pairwise Wasserstein distance between runs' state distributions ({report['table1']['ground_metric']} ground metric).",
         "",
         "## Training map",

@@ -117,6 +117,8 @@ def render_summary(summary: dict[str, Any], max_runs: int = 12) -> str:
         lines.append(f"  {run['run']} ({run['split']}): {parts}")
     if len(summary["runs"]) > max_runs:
         lines.append(f"  ... {len(summary['runs']) - max_runs} more runs in decoded.parquet")
+    for w in summary.get("warnings", []):
+        lines.append(f"Warning: {w}")
     return "\n".join(lines)
 
 

@@ -83,7 +83,7 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
             fmt(s.get("mean_dwell"), 1),
             ends,
             ", ".join(feature_label(f) for f in s["top_features"]) or "–",
-            fmt(s["coefficient"], 2),
+            _coef_cell(s["coefficient"], s.get("identified", True), s["n_runs"] > 0, 2),
             fmt_interval(s["ci_low"], s["ci_high"]),
             "DETOUR" if s["detour"] else "",
         ]
@@ -127,7 +127,7 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     rows = [
         [
             str(k),
-            fmt(reg["coefficients"][k], 3),
+            _coef_cell(reg["coefficients"][k], _reg_identified(reg, k), reg["visited_by"][k] > 0, 3),
             fmt(reg["std_errors"][k], 3),
             fmt_interval(reg["ci_low"][k], reg["ci_high"][k]),
             fmt_p(reg["pvalues"][k]),
@@ -144,6 +144,29 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     return tables
 
 
+def _reg_identified(reg: dict, k: int) -> bool:
+    ident = reg.get("identified")
+    return True if ident is None else bool(ident[k])
+
+
+def _coef_cell(value, identified: bool, visited: bool, digits: int) -> str:
+    """A coefficient, or "not identified" for a visited state the data do not identify."""
+    return "not identified" if visited and not identified else fmt(value, digits)
+
+
+def _identification_sentence(reg: dict) -> str:
+    """Why the non-identified visited states have no coefficient ('' when all are identified)."""
+    reasons = reg.get("not_identified_reasons") or []
+    by_reason: dict[str, list[int]] = {}
+    for k, why in enumerate(reasons):
+        if why and reg["visited_by"][k] > 0 and not _reg_identified(reg, k):
+            by_reason.setdefault(why, []).append(k)
+    if not by_reason:
+        return ""
+    parts = [f"state{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))}: {why}" for why, ks in by_reason.items()]
+    return " Not identified (no coefficient, never a detour) -- " + "; ".join(parts) + "."
+
+
 def regression_sentence(report: dict) -> str:
     reg = report["regression"]
     conv = report["convergence"]
@@ -157,6 +180,7 @@ def regression_sentence(report: dict) -> str:
         f"F = {fmt(reg['f_statistic'], 2)}, p = {fmt_p(reg['f_pvalue'])}. "
         "Coefficients are in standard deviations of the convergence step per unit of occupancy; "
         "a state is a detour if its coefficient is positive and some converged run never visits it."
+        + _identification_sentence(reg)
     )
 
 

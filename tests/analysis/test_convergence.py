@@ -43,3 +43,46 @@ def test_round_trip_and_presets():
         threshold_for_task("imagenet")
     with pytest.raises(ValueError, match="not found"):
         convergence_steps(_frame(), "train_accuracy")
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -float("inf"), -5.0, 7.0, True, "x"])
+def test_bad_thresholds_on_an_accuracy_are_refused(threshold):
+    with pytest.raises(ValueError, match="threshold"):
+        convergence_steps(_frame(), "eval_accuracy", threshold)
+
+
+def test_threshold_crossed_by_every_checkpoint_is_refused_but_one_never_reached_is_reported():
+    # Every loss value is <= 5: every run would "converge" at its first checkpoint.
+    with pytest.raises(ValueError, match=r"above every observed value of 'eval_loss' \(range \[0.05, 3\]\)"):
+        convergence_steps(_frame(), "eval_loss", 5.0)
+    # Accuracy 0.999 is reached by no run: a finding, not an error.
+    res = convergence_steps(_frame(), "eval_accuracy", 0.999)
+    assert res.never_converged == ["a", "b", "c"] and res.no_outcome == []
+
+
+def test_all_nan_outcome_is_reported_as_missing_not_as_never_reached():
+    frame = _frame()
+    frame["eval_accuracy"] = np.nan
+    with pytest.raises(ValueError, match="no finite value in any run"):
+        convergence_steps(frame, "eval_accuracy", 0.9)
+    frame = _frame()
+    frame.loc[frame["run"] == "b", "eval_accuracy"] = np.nan
+    res = convergence_steps(frame, "eval_accuracy", 0.9)
+    assert res.no_outcome == ["b"] and res.never_converged == []
+    assert res.steps["a"] == 20 and np.isnan(res.steps["b"])
+    back = ConvergenceResult.from_dict(res.to_dict())
+    assert back.no_outcome == ["b"]
+
+
+def test_explicit_direction_overrides_the_name_guess():
+    from bayes_trainmap.analysis.convergence import direction_from_option
+
+    frame = _frame().rename(columns={"eval_loss": "error_rate"})  # lower is better, no "loss" in the name
+    guessed = convergence_steps(frame, "error_rate", 0.3)
+    assert guessed.higher_is_better and guessed.steps["a"] == 0  # wrong guess: 2.0 >= 0.3 at step 0
+    explicit = convergence_steps(frame, "error_rate", 0.3, higher_is_better=direction_from_option("lower"))
+    assert not explicit.higher_is_better
+    assert explicit.steps["a"] == 20 and explicit.steps["b"] == 10 and explicit.never_converged == ["c"]
+    assert direction_from_option("auto") is None and direction_from_option("higher") is True
+    with pytest.raises(ValueError, match="outcome direction"):
+        direction_from_option("up")

@@ -94,6 +94,35 @@ def test_insignificant_regression_warns_everywhere(fit_dir, tmp_path):
         write_report(fit_dir, analysis=original)
 
 
+def test_rank_deficient_regression_says_not_identified_everywhere(fit_dir):
+    original = load_analysis(fit_dir)
+    analysis = load_analysis(fit_dir)
+    occ = analysis.occupancy.to_numpy().copy()
+    visited = np.flatnonzero(occ.sum(0) > 0)
+    a, b = visited[-2:]
+    occ[:, a] = occ[:, b] = (occ[:, a] + occ[:, b]) / 2  # two states with collinear occupancies
+    rng = np.random.default_rng(1)
+    analysis.regression = convergence_regression(occ, 100 + 50 * occ[:, visited[0]] + rng.normal(size=occ.shape[0]))
+    assert analysis.regression.not_identified_states == [a, b]
+    write_report(fit_dir, analysis=analysis)
+    try:
+        report = json.loads((fit_dir / "report.json").read_text())
+        validate_report_json(report)
+        assert [report["regression"]["identified"][k] for k in (a, b)] == [False, False]
+        assert [report["states"][k]["identified"] for k in (a, b)] == [False, False]
+        assert any("rank-deficient" in w for w in report["warnings"])
+        for text in ((fit_dir / "report.md").read_text(), (fit_dir / "report.html").read_text(),
+                     render_terminal(fit_dir, width=220)):
+            assert "not identified" in text
+        assert f"aliased with state(s) [{a}, {b}]" in (fit_dir / "report.md").read_text()
+        broken = copy.deepcopy(report)
+        broken["regression"]["detour"][a] = True
+        with pytest.raises(BayesTrainmapError, match="not identified"):
+            validate_report_json(broken)
+    finally:
+        write_report(fit_dir, analysis=original)
+
+
 def _uncertainty(report):
     return {
         "interval": 0.9,

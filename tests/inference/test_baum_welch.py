@@ -193,6 +193,32 @@ def test_empty_state_is_reported_and_reseeded():
     assert np.all(model.predict_proba(X, LENGTHS).sum(0) > 0)
 
 
+def test_reseeding_keeps_the_structural_zeros_of_a_left_right_model():
+    """A left-right init (start [1, 0, 0], upper-bidiagonal transitions) whose last
+    state explains nothing: re-seeding it must not reopen the exact zeros (no start
+    in state 2, no backward transitions, no 0 -> 2 skip)."""
+    true = _planted("full", K=2, d=2, seed=5)
+    X, _ = _data(true, seed=5)
+    trans = np.array([[0.9, 0.1, 0.0], [0.0, 0.9, 0.1], [0.0, 0.0, 1.0]])
+    init = HMMParams(
+        start_prob=[1.0, 0.0, 0.0],
+        trans_mat=trans,
+        means=np.vstack([true.means, [1e3, 1e3]]),  # state 2 explains nothing
+        covars=np.stack([np.eye(2)] * 3),
+    )
+    model = GaussianHMM(3, "full", n_iter=30, tol=1e-4, init=init)
+    with pytest.warns(EmptyStateWarning, match=r"state 2 of K=3 is empty"):
+        model.fit(X, LENGTHS)
+    assert model.n_empty_state_events_ >= 1
+    zeros = trans == 0
+    np.testing.assert_array_equal(model.params_.trans_mat[zeros], 0.0)
+    np.testing.assert_array_equal(model.params_.start_prob[1:], 0.0)
+    np.testing.assert_allclose(model.params_.trans_mat.sum(1), 1.0, atol=1e-12)
+    # The re-seeded state can be entered again through the allowed 1 -> 2 transition.
+    assert model.params_.trans_mat[1, 2] > 0
+    assert np.all(np.isfinite(model.predict_proba(X, LENGTHS)))
+
+
 def test_no_warning_on_well_posed_fit():
     true = _planted("diag", K=2, d=2, seed=6, sep=4.0)
     X, _ = _data(true, seed=6)

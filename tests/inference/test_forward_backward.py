@@ -250,3 +250,67 @@ def test_numba_results_do_not_depend_on_the_thread_count():
         numba.set_num_threads(before)
     for a, b in zip(outputs[0], outputs[-1]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_backward_pass_stays_finite_for_states_the_filter_rules_out():
+    """Issue 13 reproduction: start [1, 0], identity transitions, log_b[:, 0] = -700.
+    State 1 can never be visited, but its scaled backward message used to grow by
+    e^700 per step, overflow to inf and make 0 * inf = NaN posteriors while the
+    log-likelihood stayed finite (so the log-space fallback was never used)."""
+    T = 5
+    log_b = np.zeros((T, 2))
+    log_b[:, 0] = -700.0
+    with np.errstate(divide="ignore"):
+        log_start, log_trans = np.log([1.0, 0.0]), np.log(np.eye(2))
+    ll, post, filt, xi, _, _ = _oracle(log_b, log_start, log_trans, [T])
+    # The scaled kernel itself (no fallback) now gets it right.
+    out = [np.empty((T, 2)), np.empty((T, 2)), np.zeros((1, 2, 2)), np.empty(1), np.zeros(1, np.int64)]
+    nk.forward_backward_scaled(log_b, log_start, log_trans, np.array([0, T]), *out, np.empty((T, 2)), np.empty(T))
+    assert out[4][0] == 0
+    np.testing.assert_allclose(out[0], post, atol=1e-12)
+    np.testing.assert_allclose(out[2][0], xi, atol=1e-12)
+    for backend in BACKENDS:  # the torch (log-space) kernel had the same overflow in its xi factor
+        res = forward_backward(log_b, log_start, log_trans, [T], filtered=True, backend=backend)
+        np.testing.assert_allclose(res.log_likelihood, [-700.0 * T], rtol=1e-12)
+        np.testing.assert_allclose(res.posteriors, post, atol=1e-12)
+        np.testing.assert_allclose(res.expected_transitions, xi, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", range(40))
+def test_kernels_match_log_space_and_enumeration_with_exact_zeros_and_huge_gaps(seed, backend):
+    """Property test: sparse start/transition matrices (exact zeros, always a
+    feasible path) and emissions with gaps of hundreds of nats."""
+    rng = np.random.default_rng(1000 + seed)
+    K = int(rng.integers(2, 4))
+    lengths = [int(v) for v in rng.integers(1, 6, size=int(rng.integers(1, 3)))]
+    n = sum(lengths)
+    start = rng.dirichlet(np.ones(K)) * (rng.random(K) < 0.5)
+    start[rng.integers(K)] += 0.5
+    trans = rng.dirichlet(np.ones(K), size=K) * (rng.random((K, K)) < 0.5)
+    trans[np.arange(K), rng.integers(K, size=K)] += 0.5  # every row keeps some mass
+    start /= start.sum()
+    trans /= trans.sum(1, keepdims=True)
+    # Gaps up to 740 nats: exp of the gap stays representable (no pure underflow),
+    # so the scaled recursion is exact in exact arithmetic; only its backward
+    # overflow for ruled-out states (the bug) could make it differ.
+    log_b = rng.normal(scale=2.0, size=(n, K)) - rng.choice([0.0, 300.0, 700.0, 740.0], size=(n, K))
+    with np.errstate(divide="ignore"):
+        log_start, log_trans = np.log(start), np.log(trans)
+    ll, post, filt, xi, _, _ = _oracle(log_b, log_start, log_trans, lengths)
+    assert np.all(np.isfinite(ll))
+    res = forward_backward(log_b, log_start, log_trans, lengths, filtered=True, backend=backend)
+    assert np.all(np.isfinite(res.posteriors)) and np.all(np.isfinite(res.expected_transitions))
+    np.testing.assert_allclose(res.log_likelihood, ll, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(res.posteriors, post, atol=1e-9)
+    np.testing.assert_allclose(res.filtered, filt, atol=1e-9)
+    np.testing.assert_allclose(res.expected_transitions, xi, atol=1e-9)
+    # The log-space kernel, sequence by sequence, agrees too.
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    lpost, lfilt, lxi = np.empty((n, K)), np.empty((n, K)), np.zeros((K, K))
+    lls = [
+        nk.forward_backward_log(log_b, log_start, log_trans, a, b, lpost, lfilt, lxi)
+        for a, b in zip(offsets[:-1], offsets[1:])
+    ]
+    np.testing.assert_allclose(lls, ll, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(res.posteriors, lpost, atol=1e-9)
