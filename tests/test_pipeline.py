@@ -230,7 +230,7 @@ def test_outcome_direction_option_reaches_the_convergence_steps(planted_set):
         planted_set, states=3, restarts=1, progress=False, threshold=0.3, outcome_direction="lower",
     )
     conv = result.analysis.convergence
-    assert result.config["outcome_direction"] == "lower" and conv.higher_is_better is False
+    assert result.config.outcome_direction == "lower" and conv.higher_is_better is False
     oracle = convergence_steps(planted_set, "eval_accuracy", 0.3, higher_is_better=False)
     pd.testing.assert_series_equal(conv.steps, oracle.steps)
     assert conv.never_converged == [] and conv.steps.notna().all()

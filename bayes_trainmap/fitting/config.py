@@ -168,7 +168,7 @@ class FitConfig:
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise BayesTrainmapError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+        raise BayesTrainmapError(f"unknown {name.replace('_', ' ')} {value!r}; expected one of {', '.join(choices)}")
 
 
 def _integer(name: str, value: Any, minimum: int, message: str) -> None:
