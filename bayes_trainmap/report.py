@@ -69,6 +69,7 @@ from bayes_trainmap import __version__
 from bayes_trainmap.analysis import Analysis, analyze, validate_uncertainty
 from bayes_trainmap.baselines import baselines_table, hmm_selection_from_curve
 from bayes_trainmap.errors import BayesTrainmapError, FitDirectoryError
+from bayes_trainmap.map_layout import first_arrival
 from bayes_trainmap.training_map import feature_label
 
 __all__ = [
@@ -393,8 +394,10 @@ def _write_figures(fd, analysis: Analysis) -> dict[str, dict[str, str]]:
         written[name] = {ext: str(Path(p).relative_to(fd.path)) for ext, p in paths.items()}
 
     unc = analysis.uncertainty
-    tm = plots.plot_training_map(analysis.training_map, detour_states=analysis.detour_states, uncertainty=unc)
-    save("training_map", tm["nodes"].figure)
+    tm = plots.plot_training_map(
+        analysis.training_map, detour_states=analysis.detour_states, uncertainty=unc, arrival=first_arrival(fd.decoded)
+    )
+    save("training_map", tm["figure"])
 
     fig, ax = plots.new_axes(figsize=(6.0, 0.45 * max(analysis.settings["n_states"], 2) + 1.4))
     plots.plot_regression_coefficients(analysis.regression.table(), uncertainty=unc, ax=ax)
