@@ -217,6 +217,7 @@ def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_stat
             linewidth=4.0 if s in detours else 1.0, zorder=3,
         )
         circle.set_gid(f"tm-state-{s}")
+        circle.set_clip_on(False)  # no clip path: the inline SVG has no url() references
         ax.add_patch(circle)
         node_patches[s] = circle
         label = ax.text(*pos[s], f"{s}", ha="center", va="center", fontsize=11, fontweight="bold", zorder=4)
@@ -246,6 +247,7 @@ def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_stat
             linestyle=style, zorder=2,
         )
         arrow.set_gid(f"tm-edge-{keys[e]}")
+        arrow.set_clip_on(False)
         ax.add_patch(arrow)
         edge_patches[e], edge_paths[e] = arrow, curve
 
