@@ -101,6 +101,7 @@ def plot_training_map(
     show_labels: bool = True,
     arrival: Mapping[int, float] | None = None,
     labels: str = "auto",
+    engine: str = "layered",
 ):
     """Draw the training map as a layered state diagram (see the module docstring).
 
@@ -130,6 +131,10 @@ def plot_training_map(
         default: hops from the initial states.
     labels : {"auto", "full", "keys"}
         Full edge labels, short keys, or full labels when they fit.
+    engine : {"layered", "graphviz"}
+        Our layered layout (:func:`bayes_trainmap.map_layout.map_layout`, always
+        available) or Graphviz ``dot`` (:func:`bayes_trainmap.graphviz_layout.dot_layout`,
+        needs ``pydot`` and the ``dot`` binary).
 
     Returns
     -------
@@ -142,6 +147,8 @@ def plot_training_map(
     """
     if labels not in ("auto", "full", "keys"):
         raise ValueError(f"labels must be 'auto', 'full' or 'keys', got {labels!r}")
+    if engine not in ("layered", "graphviz"):
+        raise ValueError(f"engine must be 'layered' or 'graphviz', got {engine!r}")
     states = training_map.states
     visited = states.loc[states["n_runs"] > 0]
     nodes = [int(s) for s in visited["state"]]
@@ -154,7 +161,12 @@ def plot_training_map(
     pair_set, node_set = set(pairs), set(nodes)
     extra = [e for e in keys if e not in pair_set and e[0] in node_set and e[1] in node_set]
     weights = {(int(r.source), int(r.target)): float(r.n_runs) for r in edges.itertuples()}
-    layout = map_layout(nodes, pairs + extra, training_map.initial_states, arrival=arrival, weights=weights)
+    if engine == "graphviz":
+        from bayes_trainmap.graphviz_layout import dot_layout
+
+        layout = dot_layout(nodes, pairs + extra, training_map.initial_states, arrival=arrival, weights=weights)
+    else:
+        layout = map_layout(nodes, pairs + extra, training_map.initial_states, arrival=arrival, weights=weights)
     n_drawn = len(pairs) + len(extra)
 
     if not show_labels:

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 
 from bayes_trainmap import pipeline, plots  # noqa: E402
 from bayes_trainmap.data import available_demos, demo_trajectories  # noqa: E402
+from bayes_trainmap.graphviz_layout import graphviz_available  # noqa: E402
 from bayes_trainmap.label_placement import resample_polyline  # noqa: E402
 from bayes_trainmap.map_layout import edge_keys, first_arrival  # noqa: E402
 from bayes_trainmap.schema import STATISTIC_NAMES  # noqa: E402
@@ -162,3 +163,20 @@ def test_layout_does_not_depend_on_state_numbering():
     )
     for s in range(tmap.n_states):
         assert a.positions[s] == pytest.approx(b.positions[int(perm[s])])
+
+
+@pytest.mark.skipif(not graphviz_available(), reason="Graphviz 'dot' or pydot not installed")
+@pytest.mark.parametrize("case", ["sparse_parities", "dense"])
+def test_graphviz_engine_has_no_label_collisions(demo_maps, case):
+    if case == "dense":
+        tmap, detours, arrival = dense_map(), [], None
+    else:
+        tmap, detours, arrival = demo_maps[case]
+    unc = bayes_uncertainty(tmap)
+    drawn = plots.plot_training_map(tmap, detour_states=detours, uncertainty=unc, arrival=arrival, engine="graphviz")
+    assert_no_collisions(drawn)
+    # dot ranks left to right along every edge it kept forward.
+    pos = drawn["layout"].positions
+    for a, b in drawn["edge_paths"]:
+        if (a, b) not in drawn["layout"].back_edges:
+            assert pos[a][0] < pos[b][0]
