@@ -76,7 +76,7 @@ def dot_layout(
         graph.add_node(pydot.Node(f"s{s}", shape="circle", width=str(NODE_WIDTH), fixedsize="true", label=""))
     emitted: list[tuple[int, int, tuple[int, int]]] = []  # (tail, head, edge) in the order dot lists them
     for a, b in pairs:
-        w = str(max(1, int(round((weights or {}).get((a, b), 1)))))
+        w = str(max(1, round((weights or {}).get((a, b), 1))))
         if (a, b) in back:
             graph.add_edge(pydot.Edge(f"s{b}", f"s{a}", dir="back", weight=w))
             emitted.append((b, a, (a, b)))
@@ -106,7 +106,7 @@ def dot_layout(
         return ((p[0] - x_min) / unit[0], (p[1] - y_mid) / unit[1])
 
     positions = {s: tuple(float(v) for v in to_units(pos_in[s])) for s in states}
-    layers = {s: int(round(positions[s][0])) for s in states}
+    layers = {s: round(positions[s][0]) for s in states}
     routes = {}
     for e, ctrl in splines.items():
         curve = _bezier_points(ctrl)

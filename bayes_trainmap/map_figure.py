@@ -18,6 +18,7 @@ Artists carry SVG ids (``tm-state-<k>``, ``tm-edge-<key>`` and the same with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -26,6 +27,8 @@ from bayes_trainmap.label_placement import LabelRequest, place_labels, resample_
 from bayes_trainmap.map_layout import edge_keys, map_layout
 
 __all__ = ["plot_training_map", "FULL_LABEL_MAX_EDGES", "edge_label_text"]
+
+logger = logging.getLogger(__name__)
 
 DETOUR_COLOR = "#c0392b"
 NODE_COLOR = "#7aa6c2"
@@ -183,8 +186,12 @@ def plot_training_map(
         drawn = _draw(
             training_map, layout, nodes, pairs, extra, keys, p_exists, detour_states, mode, scale, ax
         )
-        if not drawn.pop("failed"):
+        failed = drawn.pop("failed")
+        if not failed:
             break
+    else:
+        if failed:
+            logger.warning("training map: %d label(s) overlap others (no free place found): %s", len(failed), failed)
     return drawn
 
 

@@ -275,13 +275,8 @@ def map_layout(
         for d in layer_seq:
             ref = positions_of({d - 1: current[d - 1]} if downward else {d + 1: current[d + 1]})
             old = {item: i for i, item in enumerate(current[d])}
-
-            def bary(item):
-                nb = up[item] if downward else down[item]
-                vals = [ref[n] for n in nb if n in ref]
-                return (float(np.mean(vals)) if vals else float(old[item]), old[item])
-
-            current[d] = sorted(current[d], key=bary)
+            neighbours = up if downward else down
+            current[d] = sorted(current[d], key=lambda item, ref=ref, old=old, nb=neighbours: _barycentre(item, nb, ref, old))
         cross = total_crossings(current)
         if cross < best_cross:
             best, best_cross = {d: list(v) for d, v in current.items()}, cross
@@ -290,7 +285,6 @@ def map_layout(
     # Heights: order index 0 is the top; pull towards neighbours, keep the gaps.
     height: dict = {}
     for d in range(n_layers):
-        n = len(current[d])
         gaps = _gaps(current[d])
         y = -np.concatenate([[0.0], np.cumsum(gaps)])
         y -= (y.max() + y.min()) / 2
@@ -321,6 +315,12 @@ def map_layout(
         if (b, a) in pair_set and (a, b) not in routes and (b, a) not in routes:
             bow[(a, b)] = 0.22
     return MapLayout(positions, routes, back, {s: layer[s] for s in states}, bow)
+
+
+def _barycentre(item, neighbours: dict, ref: dict, old: dict) -> tuple[float, int]:
+    """Sort key of the ordering sweeps: mean position of the item's neighbours in the reference layer."""
+    vals = [ref[n] for n in neighbours[item] if n in ref]
+    return (float(np.mean(vals)) if vals else float(old[item]), old[item])
 
 
 def _gaps(seq: list) -> np.ndarray:
