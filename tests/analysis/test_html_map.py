@@ -8,11 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from bayes_trainmap import pipeline
-from bayes_trainmap.html_map import inline_svg, map_data
-from bayes_trainmap.report import write_report
-from bayes_trainmap.schema import STATISTIC_GLOSSARY, STATISTIC_NAMES
-from bayes_trainmap.simulate import simulate_training_runs
+from bayes_trainmap.fitting import pipeline
+from bayes_trainmap.report.html_map import inline_svg, map_data
+from bayes_trainmap.report.build import write_report
+from bayes_trainmap.core.schema import STATISTIC_GLOSSARY, STATISTIC_NAMES
+from bayes_trainmap.data.simulate import simulate_training_runs
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 

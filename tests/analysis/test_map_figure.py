@@ -17,13 +17,14 @@ import pytest
 
 matplotlib.use("Agg")
 
-from bayes_trainmap import pipeline, plots  # noqa: E402
+from bayes_trainmap.fitting import pipeline  # noqa: E402
+from bayes_trainmap.report import plots  # noqa: E402
 from bayes_trainmap.data import available_demos, demo_trajectories  # noqa: E402
-from bayes_trainmap.graphviz_layout import graphviz_available  # noqa: E402
-from bayes_trainmap.label_placement import resample_polyline  # noqa: E402
-from bayes_trainmap.map_layout import edge_keys, first_arrival  # noqa: E402
-from bayes_trainmap.schema import STATISTIC_NAMES  # noqa: E402
-from bayes_trainmap.training_map import EDGE_COLUMNS, STATE_COLUMNS, TrainingMap, format_change  # noqa: E402
+from bayes_trainmap.report.graphviz_layout import graphviz_available  # noqa: E402
+from bayes_trainmap.report.label_placement import resample_polyline  # noqa: E402
+from bayes_trainmap.report.map_layout import edge_keys, first_arrival  # noqa: E402
+from bayes_trainmap.core.schema import STATISTIC_NAMES  # noqa: E402
+from bayes_trainmap.analysis.training_map import EDGE_COLUMNS, STATE_COLUMNS, TrainingMap, format_change  # noqa: E402
 
 DEMOS = [name for name in available_demos()]
 
