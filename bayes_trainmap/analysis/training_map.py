@@ -10,7 +10,8 @@ at least one run's Viterbi path makes that transition. Each edge carries
   gradient ``|d log p(s_t = k | z_1:t) / d z_t|`` (appendix A, see
   :mod:`bayes_trainmap.analysis.importance`) evaluated at the first checkpoint in ``k``
   after each use and averaged over all uses, each with the change of mean
-  ``mu_k - mu_j`` in z-units and its direction -- the paper's "L2 ↓ 0.59".
+  ``mu_k - mu_j`` in z-units and its direction -- the paper's "L2 ↓ 0.59",
+  written with the column name (``l2 ↓ 0.59``).
 
 Nodes carry their occupancy (share of all checkpoints), the runs visiting them,
 and whether runs start (initial) or end (final) there.
@@ -25,7 +26,6 @@ import pandas as pd
 
 from bayes_trainmap.analysis.importance import posterior_gradient
 from bayes_trainmap.core.errors import BayesTrainmapError
-from bayes_trainmap.core.schema import STATISTIC_LABELS
 from bayes_trainmap.core.storage import to_jsonable
 
 __all__ = ["TrainingMap", "build_training_map", "format_change", "N_TOP_FEATURES"]
@@ -65,12 +65,12 @@ EDGE_COLUMNS = [
 
 
 def feature_label(name: str) -> str:
-    """Short display label of a feature (``STATISTIC_LABELS`` or the name itself)."""
-    return STATISTIC_LABELS.get(name, name)
+    """Display label of a feature: its column name (the glossary is ``schema.STATISTIC_GLOSSARY``)."""
+    return str(name)
 
 
 def format_change(name: str, change: float) -> str:
-    """The paper's edge annotation, e.g. ``"L2 ↓ 0.59"``."""
+    """The paper's edge annotation in our column names, e.g. ``"l2 ↓ 0.59"`` (the paper's "L2 ↓ 0.59")."""
     arrow = "↑" if change > 0 else ("↓" if change < 0 else "→")
     return f"{feature_label(name)} {arrow} {abs(change):.2f}"
 

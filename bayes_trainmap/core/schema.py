@@ -42,20 +42,22 @@ OUTCOME_COLUMNS: tuple[str, ...] = (
 #: Key under which task name and hyperparameters travel in Parquet metadata.
 PARQUET_METADATA_KEY = b"bayes_trainmap"
 
-#: Short labels used in reports and figures (the paper's notation, ASCII-safe).
-STATISTIC_LABELS: dict[str, str] = {
-    "l1": "L1",
-    "l2": "L2",
-    "code_sparsity": "L1/L2",
-    "mean_w": "mean(w)",
-    "median_w": "median(w)",
-    "var_w": "var(w)",
-    "mean_b": "mean(b)",
-    "median_b": "median(b)",
-    "var_b": "var(b)",
-    "trace": "trace",
-    "spectral": "lambda_max",
-    "computational_sparsity": "trace/lambda_max",
-    "mean_lambda": "mean(lambda)",
-    "variance_lambda": "var(lambda)",
+#: The one glossary of the weight statistics, used by every report: our column name ->
+#: (the paper's appendix-B name, a one-line meaning). Reports and figures label features
+#: by their column names only.
+STATISTIC_GLOSSARY: dict[str, tuple[str, str]] = {
+    "l1": ("L_1", "L1 norm of the weights, averaged over the weight matrices"),
+    "l2": ("L_2", "L2 norm of the weights, averaged over the weight matrices"),
+    "code_sparsity": ("L_1/L_2", "L1/L2 per weight matrix, averaged (lower is sparser)"),
+    "mean_w": ("μ(w)", "mean of all weights"),
+    "median_w": ("median(w)", "median of all weights"),
+    "var_w": ("σ(w)", "variance of all weights (no Bessel correction)"),
+    "mean_b": ("μ(b)", "mean of all biases"),
+    "median_b": ("median(b)", "median of all biases"),
+    "var_b": ("σ(b)", "variance of all biases (no Bessel correction)"),
+    "trace": ("trace", "trace of each weight matrix, averaged"),
+    "spectral": ("λ_max", "spectral norm (largest singular value) of each weight matrix, averaged"),
+    "computational_sparsity": ("trace/λ_max", "trace over spectral norm per weight matrix, averaged"),
+    "mean_lambda": ("μ(λ)", "mean singular value over all weight matrices"),
+    "variance_lambda": ("σ(λ)", "variance of the singular values over all weight matrices"),
 }

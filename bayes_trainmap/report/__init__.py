@@ -10,7 +10,12 @@ from pathlib import Path
 
 from bayes_trainmap.analysis import Analysis
 from bayes_trainmap.core.storage import write_json, write_text_atomic
-from bayes_trainmap.data.fitdir import ANALYSIS_FILE, REPORT_FILES, load_fit_dir, update_manifest
+from bayes_trainmap.data.fitdir import (
+    ANALYSIS_FILE,
+    REPORT_FILES,
+    load_fit_dir,
+    update_manifest,
+)
 from bayes_trainmap.report.data import build_report, load_analysis, validate_report_json
 from bayes_trainmap.report.figures import write_figures
 from bayes_trainmap.report.html import render_html

@@ -9,8 +9,8 @@ other files and saved if ``analysis.json`` is missing), so
 
 Files written
 -------------
-``report.md``, ``report.html`` (figures inlined as base64 PNG; no external
-reference of any kind), ``report.json`` and ``figures/{training_map,
+``report.md``, ``report.html`` (figures inlined as base64 PNG, the training map as
+interactive inline SVG; no external reference of any kind), ``report.json`` and ``figures/{training_map,
 selection_curves, convergence_histogram, state_timeline,
 regression_coefficients[, elbo]}.{png,svg}``.
 

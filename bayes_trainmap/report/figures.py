@@ -10,6 +10,7 @@ from bayes_trainmap.analysis.baselines import hmm_selection_from_curve
 from bayes_trainmap.data.fitdir import FitDirectory
 from bayes_trainmap.report import plots
 from bayes_trainmap.report.data import hmm_curve
+from bayes_trainmap.report.map_layout import first_arrival
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,10 @@ def write_figures(fd: FitDirectory, analysis: Analysis) -> dict[str, dict[str, s
         written[name] = {ext: str(Path(p).relative_to(fd.path)) for ext, p in paths.items()}
 
     unc = analysis.uncertainty
-    tm = plots.plot_training_map(analysis.training_map, detour_states=analysis.detour_states, uncertainty=unc)
-    save("training_map", tm["nodes"].figure)
+    tm = plots.plot_training_map(
+        analysis.training_map, detour_states=analysis.detour_states, uncertainty=unc, arrival=first_arrival(fd.decoded)
+    )
+    save("training_map", tm["figure"])
 
     fig, ax = plots.new_axes(figsize=(6.0, 0.45 * max(analysis.settings["n_states"], 2) + 1.4))
     plots.plot_regression_coefficients(analysis.regression.table(), uncertainty=unc, ax=ax)

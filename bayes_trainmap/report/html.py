@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from bayes_trainmap.report import html_map
+from bayes_trainmap.report.glossary import GLOSSARY_NOTE
 from bayes_trainmap.report.text import (
     NO_EDGES,
     STATES_NOTE,
@@ -21,14 +23,18 @@ from bayes_trainmap.report.text import (
 
 logger = logging.getLogger(__name__)
 
-def _html_table(header: list[str], rows: list[list[str]], *, text_cols=(), detour_col: int | None = None) -> str:
+def _html_table(
+    header: list[str], rows: list[list[str]], *, text_cols=(), detour_col: int | None = None, row_attrs=None
+) -> str:
     def cls(i):
         return ' class="text"' if i in text_cols else ""
 
     head = "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, h in enumerate(header))
     body = []
-    for r in rows:
+    for i, r in enumerate(rows):
         tr = ' class="detour"' if detour_col is not None and r[detour_col] == "DETOUR" else ""
+        if row_attrs is not None:
+            tr += f" {row_attrs[i]}"
         cells = "".join(f"<td{cls(i)}>{html.escape(str(c))}</td>" for i, c in enumerate(r))
         body.append(f"<tr{tr}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -44,8 +50,28 @@ def _img(fd_path: Path, files: dict | None, alt: str, caption: str) -> str:
     )
 
 
+MAP_CAPTION = (
+    "Nodes are latent states (area ∝ share of checkpoints), left to right by when runs first reach them; "
+    "edges are transitions used by at least one run's Viterbi path, labelled with their key (the first column "
+    "of the edge table), the runs using the edge, p(k|j), the three features most influential for the target "
+    "state (change of mean in z-units, ↑/↓) and the mean ± SD convergence step of those runs; dense maps show "
+    "only the keys."
+)
+
+
+def _map_figure(fd_path: Path, files: dict | None, report: dict) -> str:
+    """The interactive inline-SVG map, or the PNG when the SVG is missing."""
+    if not files:
+        return ""
+    svg = fd_path / files.get("svg", "")
+    if files.get("svg") and svg.is_file():
+        return html_map.interactive_map_html(report, svg.read_text(encoding="utf-8"), MAP_CAPTION)
+    return _img(fd_path, files, "training map", MAP_CAPTION)
+
+
 def render_html(report: dict, fit_dir) -> str:
-    """Self-contained ``report.html``: inline CSS, figures as base64 PNG, no external references."""
+    """Self-contained ``report.html``: inline CSS, figures as base64 PNG, the training map as inline SVG
+    with a small inline script (:mod:`bayes_trainmap.report.html_map`); no external references."""
     fd_path = Path(fit_dir)
     t = report_tables(report)
     fig = report["figures"]
@@ -55,7 +81,7 @@ def render_html(report: dict, fit_dir) -> str:
         "<h1>Training map report</h1>",
         f'<p class="lead">{e(headline(report))}</p>',
         '<nav><a href="#summary">Summary</a><a href="#map">Training map</a><a href="#detours">Detours</a>'
-        '<a href="#timeline">Timeline</a><a href="#selection">Model selection</a>'
+        '<a href="#timeline">Timeline</a><a href="#selection">Model selection</a><a href="#glossary">Glossary</a>'
         + ('<a href="#posterior">Posterior</a>' if report.get("uncertainty") else "")
         + "</nav>",
     ]
@@ -81,20 +107,14 @@ def render_html(report: dict, fit_dir) -> str:
         f"({e(t1['ground_metric'])} ground metric), and whether the map forks.</p>",
         _html_table(*t["table1"]),
         '<h2 id="map">Training map</h2>',
-        _img(
-            fd_path,
-            fig.get("training_map"),
-            "training map",
-            "Nodes are latent states (area ∝ share of checkpoints); edges are transitions used by at least one "
-            "run's Viterbi path, labelled with the three features most influential for the target state "
-            "(change of mean in z-units, ↑/↓), the number of runs using the edge, p(k|j) and the mean ± SD "
-            "convergence step of those runs.",
-        ),
+        _map_figure(fd_path, fig.get("training_map"), report),
         "<h3>States</h3>",
         f'<p class="note">{e(STATES_NOTE)}</p>',
-        _html_table(*t["states"], text_cols=(4, 5), detour_col=8),
+        _html_table(*t["states"], text_cols=(4, 5), detour_col=8, row_attrs=html_map.state_row_attrs(report)),
         "<h3>Edges</h3>",
-        _html_table(*t["edges"], text_cols=(0, 4)) if t["edges"][1] else f"<p>{e(NO_EDGES)}</p>",
+        _html_table(*t["edges"], text_cols=(1, 5), row_attrs=html_map.edge_row_attrs(report))
+        if t["edges"][1]
+        else f"<p>{e(NO_EDGES)}</p>",
         '<h2 id="detours">Convergence and detour states</h2>',
         f"<p>{e(regression_sentence(report))}</p>",
         _html_table(*t["regression"], detour_col=6),
@@ -109,6 +129,9 @@ def render_html(report: dict, fit_dir) -> str:
         _html_table(*t["table4"], text_cols=(0,)) if t["table4"][1] else "<p>No baselines were computed.</p>",
         "" if fig.get("selection_curves") else '<p class="note">The number of states was fixed, so there is no selection curve to show.</p>',
         _img(fd_path, fig.get("selection_curves"), "selection curves", "Held-out BIC against the number of components; the chosen value is circled."),
+        '<h2 id="glossary">Feature glossary</h2>',
+        f'<p class="note">{e(GLOSSARY_NOTE)}</p>',
+        _html_table(*t["glossary"], text_cols=(0, 1, 2)),
     ]
     unc = report.get("uncertainty")
     if unc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from bayes_trainmap.report.glossary import GLOSSARY_NOTE
 from bayes_trainmap.report.text import (
     NO_EDGES,
     STATES_NOTE,
@@ -60,6 +61,7 @@ def render_markdown(report: dict) -> str:
         out += [f"![BIC selection curves]({fig['selection_curves']['png']})", ""]
     else:
         out += ["The number of states was fixed, so there is no selection curve to show.", ""]
+    out += ["## Feature glossary", "", GLOSSARY_NOTE, "", _md_table(*t["glossary"]), ""]
     if report.get("uncertainty"):
         u = report["uncertainty"]
         out += [

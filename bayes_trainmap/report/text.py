@@ -8,6 +8,8 @@ import math
 import numpy as np
 
 from bayes_trainmap.analysis.training_map import feature_label
+from bayes_trainmap.report.glossary import glossary_table
+from bayes_trainmap.report.map_layout import edge_keys
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +99,14 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     tables["states"] = (header, rows)
 
     uedges = _unc_edges(report)
-    header = ["edge", "p(k|j)", "runs", "convergence (mean ± sd)", "label (top features, μk − μj)"]
+    keys = edge_keys([(e["source"], e["target"]) for e in report["edges"]], unc)
+    header = ["key", "edge", "p(k|j)", "runs", "convergence (mean ± sd)", "label (top features, μk − μj)"]
     if unc:
         header += ["P(edge)", f"p(k|j) {level}"]
     rows = []
     for e in report["edges"]:
         conv = "–" if e["conv_mean"] is None else f"{e['conv_mean']:.0f}" + ("" if e["conv_sd"] is None else f" ± {e['conv_sd']:.0f}")
-        r = [f"{e['source']} → {e['target']}", fmt(e["trans_prob"]), str(e["n_runs"]), conv, e["label"]]
+        r = [keys[(e["source"], e["target"])], f"{e['source']} → {e['target']}", fmt(e["trans_prob"]), str(e["n_runs"]), conv, e["label"]]
         if unc:
             u = uedges.get((e["source"], e["target"]), {})
             r += [
@@ -114,10 +117,10 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     if unc:
         known = {(e["source"], e["target"]) for e in report["edges"]}
         for (a, b), u in sorted(uedges.items()):
-            if (a, b) in known:
+            if (a, b) not in keys or (a, b) in known:
                 continue
             rows.append(
-                [f"{a} → {b}", "–", "–", "–", "posterior draws only (not on the point estimate's Viterbi paths)",
+                [keys[(a, b)], f"{a} → {b}", "–", "–", "–", "posterior draws only (not on the point estimate's Viterbi paths)",
                  fmt(u.get("p_exists"), 2), fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3)]
             )
     tables["edges"] = (header, rows)
@@ -141,6 +144,7 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     header = ["model", "components", "BIC"]
     rows = [[t["model"], str(t["components"]), fmt(t["bic"], 1)] for t in report["table4"]]
     tables["table4"] = (header, rows)
+    tables["glossary"] = glossary_table(report["fit"]["features"])
     return tables
 
 

@@ -78,7 +78,7 @@ def test_plots_draw_on_given_axes_and_return_artists(case):
     unc = {"edges": [{"source": int(e.source), "target": int(e.target), "p_exists": 0.3} for e in res.training_map.edges.itertuples()]}
     unc["edges"].append({"source": 3, "target": 0, "p_exists": 0.05})  # only in posterior draws
     drawn = plots.plot_training_map(res.training_map, detour_states=res.detour_states, uncertainty=unc, ax=axes[0])
-    assert drawn["nodes"].axes is axes[0] and len(drawn["edge_labels"]) == len(res.training_map.edges) + 1
+    assert drawn["ax"] is axes[0] and len(drawn["edge_labels"]) == len(res.training_map.edges) + 1
     styles = [a.get_linestyle() for a in drawn["edges"]]
     assert styles.count(":") == 1 and all(st in ("--", "dashed", ":") for st in styles)
     bars = plots.plot_convergence_histogram(res.convergence.steps, n_never=1, ax=axes[1])

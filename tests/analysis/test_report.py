@@ -49,8 +49,12 @@ def test_files_exist_and_json_validates(fit_dir):
 
 def test_html_is_self_contained(fit_dir):
     text = (fit_dir / "report.html").read_text()
-    for forbidden in ("http://", "https://", 'src="/', "<script", "<link", "@import", "url("):
+    for forbidden in ("http://", "https://", 'src="/', "<link", "@import", "url(", "<iframe", "fetch(", "XMLHttpRequest"):
         assert forbidden not in text, forbidden
+    # Scripts are inline: the map's data and its interaction code, none loaded from anywhere.
+    scripts = re.findall(r"<script([^>]*)>", text)
+    assert scripts == [' type="application/json" id="tm-data"', ""]
+    assert '<svg role="img"' in text and 'id="tm-map"' in text
     srcs = re.findall(r'src="([^"]*)"', text)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "Training map" in text and "Detour" in text and "no selection curve" in text

@@ -68,9 +68,9 @@ def test_transitions_never_cross_run_boundaries():
     assert list(zip(tmap.edges["source"], tmap.edges["target"])) == [(0, 1), (1, 2)]
 
 
-def test_format_change_matches_paper_notation():
-    assert format_change("l2", -0.594) == "L2 ↓ 0.59"
-    assert format_change("spectral", 1.2) == "lambda_max ↑ 1.20"
+def test_format_change_matches_paper_notation_in_column_names():
+    assert format_change("l2", -0.594) == "l2 ↓ 0.59"
+    assert format_change("spectral", 1.2) == "spectral ↑ 1.20"
 
 
 def test_shape_errors():
