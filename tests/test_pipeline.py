@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -246,9 +247,9 @@ def test_analysis_refuses_the_outcome_as_a_feature(fitted, planted_set):
     params = fitted.params
     renamed = type(params)(params.start_prob, params.trans_mat, params.means, params.covars,
                            params.covariance_type, ["l1", "eval_accuracy", "code_sparsity"])
+    runs = dataclasses.replace(fitted.runs, features=["l1", "eval_accuracy", "code_sparsity"])
     with pytest.raises(BayesTrainmapError, match="also a model feature"):
-        analysis.analyze(renamed, fitted.Z, fitted.lengths, fitted.run_ids, planted_set.steps(),
-                         {"eval_accuracy": planted_set.outcome("eval_accuracy")}, paths=fitted.paths)
+        analysis.analyze(renamed, runs)
 
 
 def test_all_nan_default_outcome_skips_the_analysis_and_says_why(planted_set, caplog):

@@ -35,7 +35,7 @@ def demo_maps():
     out = {}
     for name in DEMOS:
         res = pipeline.fit(demo_trajectories(name), states=[5], n_restarts=1, n_iter=15, progress=False)
-        out[name] = (res.analysis.training_map, res.analysis.detour_states, first_arrival(res.decoded_frame()))
+        out[name] = (res.analysis.training_map, res.analysis.detour_states, first_arrival(res.runs.decoded_frame()))
     return out
 
 
