@@ -36,6 +36,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bayes_trainmap.analysis import paper_reference
+
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = "0-39"
 
@@ -93,41 +95,8 @@ SETTINGS: dict[str, dict] = {
     },
 }
 
-# The paper's numbers. Table 1: R^2, p-value (upper bound when reported as "<0.001"),
-# dissimilarity, forking. Table 2: coefficient per state and the detour states named in
-# the text. Table 4: (components, BIC) for k-means, HMM-1 and the HMM.
-PAPER: dict[str, dict] = {
-    "modular_addition": {
-        "table1": {"r_squared": 0.977, "p_value": "<0.001", "dissimilarity": 0.496, "forking": True},
-        "table2": {"coefficients": [-0.15, 0.98, 1.19, -0.20, 0.18, 0.95], "detours": [2, 5]},
-        "table4": {"kmeans": (16, 103700), "hmm1": (15, -14070), "hmm": (6, -5724)},
-    },
-    "modular_addition_stabilized": {
-        "table1": {"r_squared": 0.514, "p_value": "<0.001", "dissimilarity": 0.038, "forking": False},
-        "table2": None,
-        "table4": {"kmeans": (10, 3864), "hmm1": (5, 166.0), "hmm": (3, 759.9)},
-    },
-    "cifar100": {
-        "table1": {"r_squared": 0.094, "p_value": 0.469, "dissimilarity": 0.028, "forking": False},
-        "table2": None,
-        "table4": {"kmeans": (16, 19360), "hmm1": (10, -1851), "hmm": (5, -124400)},
-    },
-    "cifar100_destabilized": {
-        "table1": {"r_squared": 0.905, "p_value": "<0.001", "dissimilarity": 0.806, "forking": True},
-        "table2": {"coefficients": [0.66, 1.20, 0.28, 1.91, 1.12], "detours": [1]},
-        "table4": {"kmeans": (16, 23210), "hmm1": (15, -1432), "hmm": (5, -59080)},
-    },
-    "sparse_parities": {
-        "table1": {"r_squared": 0.961, "p_value": "<0.001", "dissimilarity": 0.183, "forking": True},
-        "table2": {"coefficients": [0.77, 0.41, 0.98, -0.23, 0.58, 1.13], "detours": [0]},
-        "table4": {"kmeans": (16, 23660), "hmm1": (13, -2965), "hmm": (6, -49530)},
-    },
-    "mnist": {
-        "table1": {"r_squared": 0.049, "p_value": 0.611, "dissimilarity": 0.063, "forking": False},
-        "table2": None,
-        "table4": {"kmeans": (16, 3244), "hmm1": (11, -1064), "hmm": (6, -101200)},
-    },
-}
+# The paper's numbers (Tables 1, 2 and 4), shared with notebooks/03_paper_tables.py.
+PAPER = paper_reference.PAPER
 
 
 def _run(cmd: list[str], *, dry_run: bool) -> None:
@@ -220,7 +189,7 @@ def comparison(name: str, fits: dict[str, Path]) -> dict:
             "table4": rep["table4"],
             "regression_warning": reg.get("warning"),
         }
-    return {"setting": name, "paper_setting": SETTINGS[name]["paper"], "paper": PAPER[SETTINGS[name]["paper"]], "ours": ours}
+    return {"setting": name, "paper_setting": SETTINGS[name]["paper"], "paper": paper_reference.paper_reference(SETTINGS[name]["paper"]), "ours": ours}
 
 
 def _r_squared_text(o: dict, detailed: bool) -> str:
@@ -267,11 +236,11 @@ def render_comparison(c: dict) -> str:
         lines.append(f"- ours, {mode}: " + "; ".join(parts))
     lines += ["", "**Table 4** (components, BIC)", "", "| | k-means | HMM-1 | HMM |", "|---|---|---|---|"]
     t4 = paper["table4"]
-    lines.append("| paper | " + " | ".join(f"{t4[m][0]}, {_num(float(t4[m][1]), 1)}" for m in ("kmeans", "hmm1", "hmm")) + " |")
+    lines.append("| paper | " + " | ".join(f"{t4[m][0]}, {_num(float(t4[m][1]), 1)}" for m in paper_reference.TABLE4_KEYS.values()) + " |")
     for mode, o in c["ours"].items():
-        by = {row["model"].lower().replace("-", "").replace(" ", ""): row for row in o["table4"]}
+        by = {paper_reference.table4_key(row["model"]): row for row in o["table4"]}
         cells = []
-        for key in ("kmeans", "hmm1", "hmm"):
+        for key in paper_reference.TABLE4_KEYS.values():
             row = by.get(key)
             cells.append(f"{row['components']}, {_num(row['bic'], 1)}" if row else "–")
         lines.append(f"| ours, {mode} | " + " | ".join(cells) + " |")
