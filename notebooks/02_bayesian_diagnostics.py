@@ -188,7 +188,7 @@ rng = np.random.default_rng(SEED)
 draws = svi.fit.sample_params(PPC_DRAWS, seed=SEED + 1)
 orders, _ = align_to_reference(np.stack([p.means for p in draws]), svi.params.means)
 decoder = GaussianHMM.from_params(fit_svi.params)
-lengths, Z = fit_svi.lengths, fit_svi.Z
+lengths, Z = fit_svi.runs.lengths, fit_svi.runs.Z
 
 def switches(paths, lengths):
     run = np.repeat(np.arange(lengths.size), lengths)
@@ -204,8 +204,8 @@ for params, order in zip(draws, orders):
     sim_occ.append(occupancy(decoded, lengths, K))
     sim_switches.append(switches(decoded, lengths))
 sim_Z, sim_occ, sim_switches = np.stack(sim_Z), np.stack(sim_occ), np.stack(sim_switches)
-obs_occ = occupancy(fit_svi.paths, lengths, K)
-obs_switches = switches(fit_svi.paths, lengths)
+obs_occ = occupancy(fit_svi.runs.paths, lengths, K)
+obs_switches = switches(fit_svi.runs.paths, lengths)
 print("simulated:", sim_Z.shape, "(draws, checkpoints, features)")
 
 
