@@ -257,6 +257,24 @@ class FitDirectory:
         paths = self.decoded["state"].to_numpy(dtype=np.int64)
         return frame[self.feature_names].to_numpy(dtype=np.float64), lengths, paths
 
+    def decode(self, trajectories):
+        """Decode new runs with this fit (see :func:`bayes_trainmap.monitor.decode.decode_runs`).
+
+        Parameters
+        ----------
+        trajectories : bayes_trainmap.data.TrajectorySet
+            Finished runs with the fit's features; normalised as the fit normalised its runs.
+
+        Returns
+        -------
+        bayes_trainmap.monitor.decode.DecodeResult
+            Viterbi states, filtered and smoothed probabilities, edges taken (new ones
+            flagged) and detour visits.
+        """
+        from bayes_trainmap.monitor.decode import decode_runs
+
+        return decode_runs(self, trajectories)
+
 
 def load_fit_dir(path: str | os.PathLike) -> FitDirectory:
     """Open a fit directory written by ``fit`` (see :class:`FitDirectory`)."""

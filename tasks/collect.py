@@ -27,6 +27,7 @@ from typing import Any
 
 from bayes_trainmap.errors import TaskError
 from bayes_trainmap.executors import Executor, LocalExecutor, TaskResult, execute, storage
+from bayes_trainmap.runlog import apply_umask
 from tasks.base import Task
 from tasks.ensemble import train_ensemble
 from tasks.loop import RunResult, resolve_device, run_id, train_sequential
@@ -103,6 +104,7 @@ def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(payload, handle, indent=2, sort_keys=True)
+        apply_umask(tmp)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

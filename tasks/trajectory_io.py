@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from bayes_trainmap.errors import TaskError
 from bayes_trainmap.executors import storage
+from bayes_trainmap.runlog import apply_umask
 from bayes_trainmap.schema import (
     EPOCH_COLUMN,
     OUTCOME_COLUMNS,
@@ -84,6 +85,7 @@ def write_run(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, 
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        apply_umask(tmp)  # mkstemp creates 0600; a run file gets the user's usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
