@@ -113,10 +113,11 @@ def _steps(value: float | None) -> str:
 
 def status_table(watcher: RunWatcher, width: int = 80):
     """A ``rich`` table of the runs' status that fits ``width`` columns."""
+    from rich import box
     from rich.table import Table
 
     table = Table(title=f"{watcher.directory} vs {watcher.model.path}", width=width, title_justify="left",
-                  pad_edge=False, padding=(0, 1))
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     for name, justify in (("run", "left"), ("step", "right"), ("state", "right"), ("alert", "left"),
                           ("conv. step [90%]", "right"), ("P(conv)", "right"), ("P(stuck)", "right")):
         table.add_column(name, justify=justify, overflow="fold")
@@ -134,7 +135,7 @@ def status_table(watcher: RunWatcher, width: int = 80):
             forecast, p_conv, p_stuck = "-", "-", "-"
         else:
             lo, hi = status.predicted_interval()
-            forecast = f"{_steps(status.predicted_step())} [{_steps(lo)}-{_steps(hi)}]"
+            forecast = f"{_steps(status.predicted_step())} [{_steps(lo)}, {_steps(hi)}]"
             p_conv, p_stuck = f"{status.forecast.p_converge:.2f}", f"{status.forecast.p_stuck:.2f}"
         mark = "" if watcher.complete.get(run) else "*"
         table.add_row(f"{run}{mark}", f"{status.step:,}", f"{status.state} ({status.filtered[status.state]:.2f})",
