@@ -21,6 +21,14 @@ a run is *at risk* if the run has not crossed before ``t``; it is an *event* if
 ``t`` is the run's first crossing. ``h_k = events_k / at_risk_k`` (0 for a state never
 at risk). Runs that never cross contribute at-risk checkpoints only (censoring).
 
+Hazards per edge. Convergence often coincides with a change of state (a run
+crosses the threshold as it enters the final state), which a per-state hazard
+spreads over the whole stay. With ``by="edge"`` the hazard is estimated per
+transition ``j -> k`` (self-transitions included): ``H_jk = P(first crossing at t |
+s_{t-1} = j, s_t = k, at risk)``, and the recursion becomes
+``P(R = r) = u_{r-1} (A * H) 1``, ``u_r = u_{r-1} (A * (1 - H))`` (``*`` elementwise);
+the per-state hazard is the case ``H_jk = h_k``. Both are exact for their chain.
+
 Conditioning on the present. The filtered distribution ``p(s_t | z_1:t)`` does
 not use the fact that checkpoint ``t`` has not crossed; by default the forecast
 reweights it by ``1 - h`` (survival at ``t``). Earlier non-crossings are not used
@@ -51,8 +59,8 @@ class Hazards:
 
     Attributes
     ----------
-    hazard : numpy.ndarray, shape (K,)
-    events, at_risk : numpy.ndarray of int, shape (K,)
+    hazard : numpy.ndarray, shape (K,) (per state) or (K, K) (per edge ``j -> k``)
+    events, at_risk : numpy.ndarray of int, same shape
     """
 
     hazard: np.ndarray
@@ -96,6 +104,16 @@ class Forecast:
         """``P(R <= r)``, r = 1..H."""
         return np.cumsum(self.pmf)
 
+    def quantile_given_converge(self, p: float) -> int | None:
+        """The ``p``-quantile of R given ``R <= H`` (None if the run cannot converge within the horizon)."""
+        mass = self.pmf.sum()
+        return _quantile(np.cumsum(self.pmf) / mass, p) if mass > 0 else None
+
+    def interval_given_converge(self) -> tuple[int | None, int | None]:
+        """Equal-tailed :attr:`level` interval of R given ``R <= H``."""
+        tail = (1.0 - self.level) / 2.0
+        return self.quantile_given_converge(tail), self.quantile_given_converge(1.0 - tail)
+
     def mean_given_converge(self) -> float:
         """``E[R | R <= H]`` (NaN if the run cannot converge within the horizon)."""
         mass = self.pmf.sum()
@@ -121,8 +139,10 @@ def first_crossing_index(values: np.ndarray, lengths: np.ndarray, threshold: flo
     return out
 
 
-def estimate_hazards(paths: np.ndarray, lengths: np.ndarray, crossing: np.ndarray, n_states: int) -> Hazards:
-    """Per-state hazard from decoded runs (see the module docstring).
+def estimate_hazards(
+    paths: np.ndarray, lengths: np.ndarray, crossing: np.ndarray, n_states: int, *, by: str = "state"
+) -> Hazards:
+    """Per-state (or per-edge) hazard from decoded runs (see the module docstring).
 
     Parameters
     ----------
@@ -132,11 +152,15 @@ def estimate_hazards(paths: np.ndarray, lengths: np.ndarray, crossing: np.ndarra
     crossing : numpy.ndarray of int, shape (N,)
         First crossing index per run (-1: never), from :func:`first_crossing_index`.
     n_states : int
+    by : {"state", "edge"}
+        Hazard per state of the checkpoint, or per transition into it.
 
     Returns
     -------
     Hazards
     """
+    if by not in ("state", "edge"):
+        raise BayesTrainmapError(f"hazards are estimated by 'state' or 'edge', got {by!r}")
     paths = np.asarray(paths, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
     crossing = np.asarray(crossing, dtype=np.int64)
@@ -144,17 +168,22 @@ def estimate_hazards(paths: np.ndarray, lengths: np.ndarray, crossing: np.ndarra
         raise BayesTrainmapError(
             f"paths ({paths.size}), lengths (sum {lengths.sum()}) and crossing ({crossing.shape}) disagree"
         )
-    events = np.zeros(n_states, dtype=np.int64)
-    at_risk = np.zeros(n_states, dtype=np.int64)
+    K = n_states
+    cells = K * K if by == "edge" else K
+    events = np.zeros(cells, dtype=np.int64)
+    at_risk = np.zeros(cells, dtype=np.int64)
     start = 0
     for length, c in zip(lengths, crossing):
         path = paths[start : start + length]
+        code = path[1:] + (K * path[:-1] if by == "edge" else 0)  # index of checkpoint t = 1..T-1
         last = c if c >= 0 else length - 1
         if last >= 1:
-            at_risk += np.bincount(path[1 : last + 1], minlength=n_states)
+            at_risk += np.bincount(code[:last], minlength=cells)
         if c >= 1:
-            events[path[c]] += 1
+            events[code[c - 1]] += 1
         start += length
+    if by == "edge":
+        events, at_risk = events.reshape(K, K), at_risk.reshape(K, K)
     with np.errstate(invalid="ignore", divide="ignore"):
         hazard = np.where(at_risk > 0, events / np.maximum(at_risk, 1), 0.0)
     return Hazards(hazard=hazard, events=events, at_risk=at_risk)
@@ -191,8 +220,8 @@ def forecast_convergence(
         Current state distribution (filtered); with a leading axis, one per
         posterior draw (paired with ``trans_mat``), and the forecast is their mixture.
     trans_mat : numpy.ndarray, shape (K, K) or (S, K, K)
-    hazard : numpy.ndarray, shape (K,)
-        Per-state hazard per checkpoint interval, in [0, 1].
+    hazard : numpy.ndarray, shape (K,) or (K, K)
+        Per-state (or per-edge ``j -> k``) hazard per checkpoint interval, in [0, 1].
     horizon : int
         Checkpoints left in the budget (H >= 0).
     stuck : sequence of int
@@ -200,7 +229,8 @@ def forecast_convergence(
     level : float
         Interval level in (0, 1).
     condition_on_survival : bool
-        Reweight ``state_probs`` by ``1 - h`` (the current checkpoint has not crossed).
+        Reweight ``state_probs`` by ``1 - h`` (the current checkpoint has not crossed;
+        with per-edge hazards, by the hazard of staying, ``1 - H_kk``).
 
     Returns
     -------
@@ -209,14 +239,15 @@ def forecast_convergence(
     hazard = np.asarray(hazard, dtype=float)
     trans = np.asarray(trans_mat, dtype=float)
     probs = np.asarray(state_probs, dtype=float)
-    K = hazard.size
+    K = hazard.shape[0]
     if trans.ndim == 2:
         trans = trans[None]
     if probs.ndim == 1:
         probs = np.broadcast_to(probs, (trans.shape[0], K))
-    if trans.shape[1:] != (K, K) or probs.shape != (trans.shape[0], K):
+    if trans.shape[1:] != (K, K) or probs.shape != (trans.shape[0], K) or hazard.shape not in ((K,), (K, K)):
         raise BayesTrainmapError(
-            f"shapes disagree: state_probs {np.shape(state_probs)}, trans_mat {np.shape(trans_mat)}, hazard ({K},)"
+            f"shapes disagree: state_probs {np.shape(state_probs)}, trans_mat {np.shape(trans_mat)}, "
+            f"hazard {hazard.shape}"
         )
     if np.any(hazard < 0) or np.any(hazard > 1):
         raise BayesTrainmapError(f"hazards must lie in [0, 1], got {hazard.tolist()}")
@@ -225,16 +256,18 @@ def forecast_convergence(
     if not 0.0 < float(level) < 1.0:
         raise BayesTrainmapError(f"level must be in (0, 1), got {level}")
     H = int(horizon)
-    u = probs * (1.0 - hazard) if condition_on_survival else probs.copy()
+    edge_hazard = hazard if hazard.ndim == 2 else np.broadcast_to(hazard, (K, K))
+    stay = 1.0 - (np.diag(hazard) if hazard.ndim == 2 else hazard)
+    u = probs * stay if condition_on_survival else probs.copy()
     total = u.sum(axis=1, keepdims=True)
     # a state that converges at once (h = 1) cannot be the current, unconverged state
     u = np.where(total > 0, u / np.where(total > 0, total, 1.0), probs / probs.sum(axis=1, keepdims=True))
     pmf = np.zeros((trans.shape[0], H))
-    survive = 1.0 - hazard
+    converge = (trans * edge_hazard).sum(axis=2)  # (S, K): P(cross at the next checkpoint | s_t = j)
+    carry = trans * (1.0 - edge_hazard)  # (S, K, K): move j -> k without crossing
     for r in range(H):
-        w = np.einsum("sj,sjk->sk", u, trans)
-        pmf[:, r] = w @ hazard
-        u = w * survive
+        pmf[:, r] = (u * converge).sum(axis=1)
+        u = np.einsum("sj,sjk->sk", u, carry)
     stuck_idx = np.asarray(list(stuck), dtype=np.int64)
     p_stuck = float(u[:, stuck_idx].sum(axis=1).mean()) if stuck_idx.size else 0.0
     mixed = pmf.mean(axis=0)

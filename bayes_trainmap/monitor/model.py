@@ -105,12 +105,13 @@ def _trans_draws(path: Path, n_states: int) -> np.ndarray | None:
     return draws / draws.sum(axis=2, keepdims=True)
 
 
-def load_map_model(fit_dir) -> MapModel:
+def load_map_model(fit_dir, *, hazard: str = "state") -> MapModel:
     """A :class:`MapModel` from a fit directory (path or :class:`~bayes_trainmap.fitdir.FitDirectory`).
 
     The convergence outcome and threshold are those of the fit's analysis
     (``analysis.json``), else of ``config.json``; without an outcome column there
-    is no forecast (``hazards`` is None).
+    is no forecast (``hazards`` is None). ``hazard`` selects per-``"state"`` or
+    per-``"edge"`` hazards (:func:`bayes_trainmap.monitor.forecast.estimate_hazards`).
     """
     from bayes_trainmap.fitdir import FitDirectory, read_json
 
@@ -140,7 +141,7 @@ def load_map_model(fit_dir) -> MapModel:
         model.higher_is_better = bool(conv.get("higher_is_better", "loss" not in model.outcome.lower()))
         crossing = first_crossing_index(frame[model.outcome].to_numpy(dtype=float), lengths, model.threshold,
                                         model.higher_is_better)
-        model.hazards = estimate_hazards(paths, lengths, crossing, K)
+        model.hazards = estimate_hazards(paths, lengths, crossing, K, by=hazard)
         model.stuck = stuck_states(paths, lengths, crossing, K)
         model.train_convergence_steps = np.array(
             [steps[starts[i] + c] for i, c in enumerate(crossing) if c >= 0], dtype=float

@@ -17,6 +17,8 @@ training does not have its window yet, so online use needs an explicit choice:
     noisy prefix (the first one is always 0).
 
 Both are causal: the value given to checkpoint ``t`` never changes later.
+``"given"`` passes values through unchanged, for callers that normalise themselves
+(e.g. with the offline z-scores of a finished run, as an upper bound in benchmarks).
 """
 
 from __future__ import annotations
@@ -146,7 +148,9 @@ class PrefixNormalizer:
 
 
 def make_normalizer(method: str, reference: Reference):
-    """A fresh per-run normaliser for ``method`` in :data:`NORMALIZATIONS`."""
+    """A fresh per-run normaliser for ``method`` in :data:`NORMALIZATIONS` (or ``"given"``)."""
+    if method == "given":
+        return lambda x: np.asarray(x, dtype=float)
     if method == "reference":
         return ReferenceNormalizer(reference)
     if method == "prefix":

@@ -56,17 +56,22 @@ class RunStatus:
     forecast: Forecast | None
     interval: float
 
-    def predicted_step(self) -> float | None:
-        """Median forecast convergence step (None beyond the budget or without a forecast)."""
-        if self.forecast is None or self.forecast.median is None:
-            return None
-        return self.step + self.forecast.median * self.interval
+    def predicted_step(self, given_converge: bool = False) -> float | None:
+        """Median forecast convergence step (None beyond the budget or without a forecast).
 
-    def predicted_interval(self) -> tuple[float | None, float | None]:
+        ``given_converge``: the median given that the run converges within the budget.
+        """
+        if self.forecast is None:
+            return None
+        r = self.forecast.quantile_given_converge(0.5) if given_converge else self.forecast.median
+        return None if r is None else self.step + r * self.interval
+
+    def predicted_interval(self, given_converge: bool = False) -> tuple[float | None, float | None]:
         """The forecast's interval in steps (an end beyond the budget is None)."""
         if self.forecast is None:
             return None, None
-        return tuple(None if r is None else self.step + r * self.interval for r in self.forecast.interval)
+        ends = self.forecast.interval_given_converge() if given_converge else self.forecast.interval
+        return tuple(None if r is None else self.step + r * self.interval for r in ends)
 
 
 class RunMonitor:
