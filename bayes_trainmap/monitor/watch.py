@@ -134,12 +134,14 @@ def status_table(watcher: RunWatcher, width: int = 80):
         elif status.forecast is None:
             forecast, p_conv, p_stuck = "-", "-", "-"
         else:
-            lo, hi = status.predicted_interval()
-            forecast = f"{_steps(status.predicted_step())} [{_steps(lo)}, {_steps(hi)}]"
+            lo, hi = status.predicted_interval(given_converge=True)
+            forecast = f"{_steps(status.predicted_step(given_converge=True))} [{_steps(lo)}, {_steps(hi)}]"
             p_conv, p_stuck = f"{status.forecast.p_converge:.2f}", f"{status.forecast.p_stuck:.2f}"
         mark = "" if watcher.complete.get(run) else "*"
         table.add_row(f"{run}{mark}", f"{status.step:,}", f"{status.state} ({status.filtered[status.state]:.2f})",
                       alert, forecast, p_conv, p_stuck)
-    table.caption = "* still training (or crashed)" + "".join(
+    table.caption = ("conv. step: median and 90% interval if it converges within the budget; P(conv): that it "
+                     "does; P(stuck): not converged at the budget's end, in a state no converged run ends in; "
+                     "* still training (or crashed)") + "".join(
         f"; {run}: {why}" for run, why in sorted(watcher.problems.items()))
     return table

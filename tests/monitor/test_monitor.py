@@ -159,31 +159,42 @@ def test_hazards_and_stuck_states_by_hand():
     np.testing.assert_array_equal(hz.events, [0, 1, 0])
     np.testing.assert_allclose(hz.hazard, [0.0, 0.5, 0.0])
     assert stuck_states(paths, lengths, crossing, 3) == [0]  # converged runs end in 2 and 1
+    # per edge: run 0 moves 0->0, 0->1, 1->1 (crossing on the last); run 1 moves 0->0 twice
+    edge = estimate_hazards(paths, lengths, crossing, 3, by="edge")
+    expected_risk = np.zeros((3, 3), dtype=int)
+    expected_risk[0, 0], expected_risk[0, 1], expected_risk[1, 1] = 3, 1, 1
+    np.testing.assert_array_equal(edge.at_risk, expected_risk)
+    assert edge.events.sum() == 1 and edge.events[1, 1] == 1 and edge.hazard[1, 1] == 1.0
 
 
 def _simulate(pi, trans, hazard, horizon, stuck, n, rng):
     """Monte Carlo of the absorbing chain, conditioned on survival of the current checkpoint."""
-    u = pi * (1 - hazard)
+    edge = hazard.ndim == 2
+    u = pi * (1 - (np.diag(hazard) if edge else hazard))
     state = rng.choice(len(pi), size=n, p=u / u.sum())
     remaining = np.zeros(n, dtype=np.int64)  # 0: not converged yet
     cum = np.cumsum(trans, axis=1)
     for r in range(1, horizon + 1):
         alive = remaining == 0
         draw = rng.random(n)
+        previous = state
         state = np.where(alive, (draw[:, None] > cum[state]).sum(1), state)
-        crossed = alive & (rng.random(n) < hazard[state])
+        crossed = alive & (rng.random(n) < (hazard[previous, state] if edge else hazard[state]))
         remaining[crossed] = r
     pmf = np.bincount(remaining, minlength=horizon + 1)[1:] / n
     p_stuck = np.mean((remaining == 0) & np.isin(state, stuck))
     return pmf, p_stuck
 
 
-def test_forecast_equals_monte_carlo_of_the_same_chain():
+@pytest.mark.parametrize("by", ["state", "edge"])
+def test_forecast_equals_monte_carlo_of_the_same_chain(by):
     rng = np.random.default_rng(7)
     K, H, n = 4, 40, 200_000
     trans = rng.dirichlet(np.ones(K) * 0.5, size=K) + np.eye(K) * 2
     trans /= trans.sum(1, keepdims=True)
     hazard = np.array([0.0, 0.05, 0.2, 0.0])
+    if by == "edge":
+        hazard = np.outer(np.array([0.5, 1.0, 0.2, 0.0]), hazard) + np.diag([0.0, 0.0, 0.0, 0.01])
     pi = rng.dirichlet(np.ones(K))
     forecast = forecast_convergence(pi, trans, hazard, H, stuck=[3])
     pmf, p_stuck = _simulate(pi, trans, hazard, H, [3], n, rng)
@@ -241,3 +252,22 @@ def test_watch_once_on_a_growing_run_dir(fit_dir, planted_set, tmp_path, capsys)
     line = next(line for line in capsys.readouterr().out.splitlines() if "run_05" in line)
     assert f"{rows[-1]['step']:,}" in line
     assert "done" in line  # the planted run reaches accuracy 0.95 > 0.9
+
+
+def test_map_model_reads_posterior_draws_of_the_transition_matrix(fit_dir, tmp_path):
+    import shutil
+
+    import arviz as az
+
+    copy = tmp_path / "fit"
+    shutil.copytree(fit_dir.path, copy)
+    K = fit_dir.params.n_states
+    draws = np.random.default_rng(2).dirichlet(np.ones(K), size=(4, K))
+    az.from_dict(posterior={"trans_mat": draws[None]}).to_netcdf(str(copy / "posterior.nc"))
+    model = load_map_model(copy)
+    np.testing.assert_allclose(model.trans_draws, draws, rtol=1e-12)
+    pi = np.full(K, 1.0 / K)
+    hz = model.hazards.hazard
+    mixed = forecast_convergence(pi, model.trans_for_forecast, hz, 30)
+    np.testing.assert_allclose(mixed.pmf, np.mean([forecast_convergence(pi, t, hz, 30).pmf for t in draws], 0),
+                               atol=1e-15)
