@@ -151,15 +151,15 @@ def plot(results, path) -> None:
     for ax, (name, res) in zip(axes[0], results.items()):
         rows = [r for r in res["records"] if r["fraction"] == 0.25]
         truth = np.array([r["truth"] for r in rows])
-        pred = np.array([r["predicted"] for r in rows])
-        lo = np.array([r["lo"] for r in rows])
-        hi = np.array([min(r["hi"], 1.05 * max(truth.max(), pred.max())) for r in rows])
+        pred = np.array([r["predicted_given_converge"] for r in rows])
+        lo = np.array([r["lo_given_converge"] for r in rows])
+        hi = np.array([r["hi_given_converge"] for r in rows])
         ax.errorbar(truth, pred, yerr=[pred - np.minimum(lo, pred), np.maximum(hi, pred) - pred], fmt="o", ms=3,
-                    lw=0.6, alpha=0.7, label="forecast (90%)")
+                    lw=0.6, alpha=0.7, label="forecast given converging (90%)")
         top = max(truth.max(), pred.max()) * 1.05
         ax.plot([0, top], [0, top], "k--", lw=0.7)
         ax.axhline(rows[0]["baseline"], color="C3", lw=0.8, label="train median")
-        ax.set(title=f"{name} (at 25%)", xlabel="true convergence step", ylabel="predicted")
+        ax.set(title=f"{name} (from 25%)", xlabel="true convergence step", ylabel="predicted")
         ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
