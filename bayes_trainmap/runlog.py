@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -34,10 +35,10 @@ from bayes_trainmap.schema import RUN_COLUMN
 __all__ = [
     "RUN_LOG_SUFFIX",
     "RunLogWriter",
+    "apply_umask",
     "check_run_id",
     "read_run_log",
     "umask_mode",
-    "apply_umask",
 ]
 
 #: File suffix of an in-progress run log.

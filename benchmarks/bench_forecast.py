@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heldout_fits import DEMO_SETS, heldout_fit  # noqa: E402
+from heldout_fits import DEMO_SETS, heldout_fit
 
-from bayes_trainmap.monitor.forecast import first_crossing_index  # noqa: E402
-from bayes_trainmap.monitor.model import load_map_model  # noqa: E402
-from bayes_trainmap.monitor.normalize import normalize_offline  # noqa: E402
-from bayes_trainmap.monitor.online import RunMonitor  # noqa: E402
+from bayes_trainmap.monitor.forecast import first_crossing_index
+from bayes_trainmap.monitor.model import load_map_model
+from bayes_trainmap.monitor.normalize import normalize_offline
+from bayes_trainmap.monitor.online import RunMonitor
 
 FRACTIONS = (0.10, 0.25, 0.50)
 
@@ -136,7 +136,7 @@ def summarise_stuck(name, res) -> str:
     when_p = [r["first_low_pconv_flag"] / r["budget_step"] for r in caught_p]
     false = [r for r in conv if r["first_stuck_flag"] is not None and r["first_stuck_flag"] < r["conv_step"]]
     false_p = [r for r in conv if r["first_low_pconv_flag"] is not None and r["first_low_pconv_flag"] < r["conv_step"]]
-    fmt = lambda xs: f"{100 * np.median(xs):.0f}%" if xs else "-"  # noqa: E731
+    fmt = lambda xs: f"{100 * np.median(xs):.0f}%" if xs else "-"
     return (f"| {name} | {len(never)} | {len(caught)} at {fmt(when)} | {len(false)} of {len(conv)} | "
             f"{len(caught_p)} at {fmt(when_p)} | {len(false_p)} of {len(conv)} |")
 

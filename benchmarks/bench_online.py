@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heldout_fits import DEMO_SETS, heldout_fit  # noqa: E402
+from heldout_fits import DEMO_SETS, heldout_fit
 
-from bayes_trainmap.monitor.decode import decode_runs  # noqa: E402
-from bayes_trainmap.monitor.model import load_map_model  # noqa: E402
-from bayes_trainmap.monitor.normalize import normalize_online  # noqa: E402
-from bayes_trainmap.monitor.streaming import StreamingFilter  # noqa: E402
+from bayes_trainmap.monitor.decode import decode_runs
+from bayes_trainmap.monitor.model import load_map_model
+from bayes_trainmap.monitor.normalize import normalize_online
+from bayes_trainmap.monitor.streaming import StreamingFilter
 
 
 def online_agreement(fit_dir, held) -> dict:

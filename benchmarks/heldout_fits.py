@@ -13,11 +13,11 @@ from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bayes_trainmap import pipeline  # noqa: E402
-from bayes_trainmap.data import demo_trajectories, split_runs  # noqa: E402
-from bayes_trainmap.fitdir import is_fit_dir, load_fit_dir  # noqa: E402
+from bayes_trainmap import pipeline
+from bayes_trainmap.data import demo_trajectories, split_runs
+from bayes_trainmap.fitdir import is_fit_dir, load_fit_dir
 
 #: The shipped real sets.
 DEMO_SETS = ("sparse_parities", "digits", "modular_addition")

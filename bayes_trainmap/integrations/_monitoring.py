@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from bayes_trainmap.errors import BayesTrainmapError
 from bayes_trainmap.schema import EPOCH_COLUMN, RUN_COLUMN, SEED_COLUMN, STATISTIC_NAMES, STEP_COLUMN
 
-__all__ = ["scalar_outcomes", "Monitoring"]
+__all__ = ["Monitoring", "scalar_outcomes"]
 
 logger = logging.getLogger("bayes_trainmap.integrations")
 

@@ -21,7 +21,8 @@ pending row; the rows before stay in the run log.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 try:
     from transformers import TrainerCallback

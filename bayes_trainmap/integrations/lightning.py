@@ -18,7 +18,8 @@ validation), or only those named in ``outcomes``.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 try:
     from lightning.pytorch.callbacks import Callback

@@ -27,7 +27,18 @@ _EXPORTS = {
     "StreamingFilter": "streaming",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DecodeResult",
+    "Forecast",
+    "MapModel",
+    "RunMonitor",
+    "RunStatus",
+    "StreamingFilter",
+    "decode_runs",
+    "estimate_hazards",
+    "forecast_convergence",
+    "load_map_model",
+]
 
 
 def __getattr__(name: str):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
 from bayes_trainmap.errors import BayesTrainmapError
 from bayes_trainmap.monitor.normalize import NORMALIZATIONS
 
-__all__ = ["add_decode_arguments", "run_decode", "add_watch_arguments", "run_watch"]
+__all__ = ["add_decode_arguments", "add_watch_arguments", "run_decode", "run_watch"]
 
 
 def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +45,7 @@ def run_decode(args: argparse.Namespace) -> int:
         frame = result.checkpoints
         for run, rows in frame.groupby("run", sort=False):
             states = rows["state"].to_numpy()
-            path = [int(states[0])] + [int(b) for a, b in zip(states[:-1], states[1:]) if a != b]
+            path = [int(states[0])] + [int(b) for a, b in itertools.pairwise(states) if a != b]
             new = result.edges[(result.edges["run"] == run) & ~result.edges["seen"]]
             visits = result.detours[result.detours["run"] == run]
             line = f"{run}: {' -> '.join(map(str, path))}"

@@ -9,6 +9,7 @@ fitted runs' map has no such edge) and the visits of detour states.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +110,7 @@ def decode_runs(model, trajectories: TrajectorySet) -> DecodeResult:
     visits = []
     segment_start = np.r_[0, change, states.size]
     boundaries = np.unique(np.r_[segment_start, np.cumsum(lengths)])
-    for a, b in zip(boundaries[:-1], boundaries[1:]):
+    for a, b in itertools.pairwise(boundaries):
         if states[a] in model.detour_states:
             visits.append({RUN_COLUMN: runs[a], "state": int(states[a]), "first_step": int(steps[a]),
                            "last_step": int(steps[b - 1]), "n_checkpoints": int(b - a)})

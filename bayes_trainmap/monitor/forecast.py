@@ -44,12 +44,12 @@ import numpy as np
 from bayes_trainmap.errors import BayesTrainmapError
 
 __all__ = [
-    "Hazards",
     "Forecast",
-    "first_crossing_index",
+    "Hazards",
     "estimate_hazards",
-    "stuck_states",
+    "first_crossing_index",
     "forecast_convergence",
+    "stuck_states",
 ]
 
 

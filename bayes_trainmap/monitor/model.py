@@ -10,6 +10,7 @@ when the fit directory has them (``posterior.nc``, ``--mode svi``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ def load_map_model(fit_dir, *, hazard: str = "state") -> MapModel:
     fd = fit_dir if isinstance(fit_dir, FitDirectory) else FitDirectory(fit_dir)
     params = fd.params
     reference = reference_from_fit(fd)
-    Z, lengths, paths = fd.arrays()
+    _, lengths, paths = fd.arrays()
     K = int(params.n_states)
     model = MapModel(params=params, reference=reference, seen_edges=_seen_edges(paths, lengths), path=fd.path)
     analysis_path = fd.path / "analysis.json"
@@ -132,7 +133,7 @@ def load_map_model(fit_dir, *, hazard: str = "state") -> MapModel:
     frame = fd.zscored
     steps = frame["step"].to_numpy(dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    gaps = np.concatenate([np.diff(steps[a:b]) for a, b in zip(starts[:-1], starts[1:]) if b - a > 1] or [[1]])
+    gaps = np.concatenate([np.diff(steps[a:b]) for a, b in itertools.pairwise(starts) if b - a > 1] or [[1]])
     model.interval = float(np.median(gaps))
     model.budget = int(lengths.max())
     if outcome is not None and threshold is not None and outcome in frame.columns:

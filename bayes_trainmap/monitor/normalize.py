@@ -30,8 +30,16 @@ import numpy as np
 from bayes_trainmap.data import CONSTANT_RTOL, zscore_per_run
 from bayes_trainmap.errors import BayesTrainmapError
 
-__all__ = ["NORMALIZATIONS", "Reference", "reference_from_fit", "normalize_offline", "PrefixNormalizer",
-           "ReferenceNormalizer", "make_normalizer", "normalize_online"]
+__all__ = [
+    "NORMALIZATIONS",
+    "PrefixNormalizer",
+    "Reference",
+    "ReferenceNormalizer",
+    "make_normalizer",
+    "normalize_offline",
+    "normalize_online",
+    "reference_from_fit",
+]
 
 #: Online normalisation choices (see the module docstring).
 NORMALIZATIONS = ("reference", "prefix")

@@ -19,7 +19,7 @@ from bayes_trainmap.monitor.model import MapModel
 from bayes_trainmap.monitor.normalize import make_normalizer
 from bayes_trainmap.monitor.streaming import StreamingFilter
 
-__all__ = ["RunStatus", "RunMonitor"]
+__all__ = ["RunMonitor", "RunStatus"]
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,10 @@ class RunMonitor:
             self.alerts.append(f"step {step}: new edge {previous}->{state}")
         if state in model.detour_states and previous != state:
             self.alerts.append(f"step {step}: entered detour state {state}")
-        if self.converged_step is None and outcome is not None and model.outcome is not None and np.isfinite(outcome):
-            if (outcome >= model.threshold) if model.higher_is_better else (outcome <= model.threshold):
-                self.converged_step = int(step)
+        known = self.converged_step is None and outcome is not None and model.outcome is not None
+        if known and np.isfinite(outcome) and ((outcome >= model.threshold) if model.higher_is_better
+                                               else (outcome <= model.threshold)):
+            self.converged_step = int(step)
         forecast = None
         if model.hazards is not None and self.converged_step is None:
             horizon = max(model.budget - self.filter.n_updates, 0)

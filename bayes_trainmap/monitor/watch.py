@@ -22,7 +22,7 @@ from bayes_trainmap.monitor.online import RunMonitor, RunStatus
 from bayes_trainmap.runlog import RUN_LOG_SUFFIX, read_run_log
 from bayes_trainmap.schema import RUN_COLUMN, STEP_COLUMN
 
-__all__ = ["RunWatcher", "status_table", "run_files"]
+__all__ = ["RunWatcher", "run_files", "status_table"]
 
 logger = logging.getLogger(__name__)
 

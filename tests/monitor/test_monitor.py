@@ -8,7 +8,7 @@ import pytest
 
 from bayes_trainmap import pipeline
 from bayes_trainmap.cli import main
-from bayes_trainmap.data import TrajectorySet, zscore_per_run
+from bayes_trainmap.data import zscore_per_run
 from bayes_trainmap.fitdir import load_fit_dir
 from bayes_trainmap.monitor.forecast import estimate_hazards, first_crossing_index, forecast_convergence, stuck_states
 from bayes_trainmap.monitor.model import load_map_model
