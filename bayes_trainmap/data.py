@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bayes_trainmap.errors import TrajectoryError
+from bayes_trainmap.runlog import apply_umask
 from bayes_trainmap.schema import (
     EPOCH_COLUMN,
     PARQUET_METADATA_KEY,
@@ -604,6 +605,7 @@ def _atomic_write(target: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp_name))
+        apply_umask(tmp_name)  # mkstemp makes 0600; the file gets the user's usual permissions
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_trainmap.errors import FitDirectoryError
+from bayes_trainmap.runlog import umask_mode
 
 __all__ = [
     "FIT_DIR_FORMAT",
@@ -148,6 +149,7 @@ def staging_dir(out: str | os.PathLike) -> Iterator[Path]:
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     try:
+        os.chmod(staging, umask_mode(0o777))  # mkdtemp makes 0700; a fit directory follows the umask
         yield staging
         check_output_dir(out)  # it may have appeared while we were fitting
         if out.exists():

@@ -221,3 +221,19 @@ def test_checkpoint_importer_refuses_pickled_objects_and_bad_directories(tmp_pat
     torch.save([torch.ones(2)], odd / "ckpt_1.pt")
     with pytest.raises(TaskError, match="expected a state dict"):
         trajectory_from_checkpoints(odd)
+
+
+def test_a_rerun_in_progress_shadows_the_older_finished_file(tmp_path):
+    import os
+
+    with TrajectoryRecorder(_model(), tmp_path, run="r") as rec:
+        rec.log(0)
+        rec.log(1)
+    rerun = TrajectoryRecorder(_model(), tmp_path, run="r")
+    rerun.log(0, train_loss=2.0)
+    finished = (tmp_path / "run-r.parquet").stat().st_mtime
+    os.utime(tmp_path / "run-r.jsonl", (finished + 10, finished + 10))
+    ts = load_trajectories(tmp_path)
+    assert ts.frame["step"].tolist() == [0] and ts.metadata["incomplete"] is True
+    os.utime(tmp_path / "run-r.jsonl", (finished - 10, finished - 10))  # a stale log loses
+    assert load_trajectories(tmp_path).frame["step"].tolist() == [0, 1]
