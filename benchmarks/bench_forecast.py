@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--restarts", type=int, default=2)
     parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--normalization", choices=("prefix", "reference", "given"), default="prefix",
+    parser.add_argument("--normalization", choices=("prefix", "reference", "blend", "given"), default="prefix",
                         help="online normalisation; 'given' feeds the run's offline z-scores (hindsight upper bound)")
     parser.add_argument("--hazard", choices=("state", "edge"), default="state",
                         help="convergence hazard per state or per edge (see bayes_trainmap.monitor.forecast)")

@@ -46,7 +46,7 @@ def online_agreement(fit_dir, held) -> dict:
     X, lengths = held.feature_matrix(model.features)
     ends = np.cumsum(lengths) - 1
     rows = {"filtered, exact z": filtered.argmax(1)}
-    for method in ("reference", "prefix"):
+    for method in ("reference", "prefix", "blend"):
         Z = normalize_online(X, lengths, method, model.reference)
         states, start = np.empty(len(Z), dtype=np.int64), 0
         for length in lengths:
@@ -84,8 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     results = {}
-    print("| set | K | held-out runs | filtered, exact z | online, reference | online, prefix |")
-    print("|---|---|---|---|---|---|")
+    print("| set | K | held-out runs | filtered, exact z | online, reference | online, prefix | online, blend |")
+    print("|---|---|---|---|---|---|---|")
     for name in args.sets:
         folds = []
         for fold in range(args.folds):
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
             folds.append(online_agreement(fd, ts.subset(held_ids)))
         res = results[name] = _pool(folds)
         cells = " | ".join(f"{100 * res[m]['checkpoints']:.1f}% ({100 * res[m]['final_state']:.0f}%)"
-                           for m in ("filtered, exact z", "online, reference", "online, prefix"))
+                           for m in ("filtered, exact z", "online, reference", "online, prefix", "online, blend"))
         print(f"| {name} | {res['n_states']} | {res['n_runs']} | {cells} |", flush=True)
     print("cells: share of held-out checkpoints decoded as the offline Viterbi state (share of runs whose final "
           "state agrees)")

@@ -52,12 +52,12 @@ class Monitoring:
     Parameters
     ----------
     model : path, FitDirectory, MapModel or None
-    normalization : {"prefix", "reference"}
+    normalization : {"blend", "prefix", "reference"}
     stop_if_stuck : float or None
         Ask the loop to stop once ``P(stuck)`` reaches this probability.
     """
 
-    def __init__(self, model, normalization: str = "prefix", stop_if_stuck: float | None = None):
+    def __init__(self, model, normalization: str = "blend", stop_if_stuck: float | None = None):
         self.monitor = None
         self.status = None
         if stop_if_stuck is not None and not 0.0 < float(stop_if_stuck) <= 1.0:

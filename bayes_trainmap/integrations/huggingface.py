@@ -63,7 +63,7 @@ class TrainMapCallback(TrainerCallback):
         outcomes: Sequence[str] | None = None,
         selection=None,
         monitor=None,
-        normalization: str = "prefix",
+        normalization: str = "blend",
         stop_if_stuck: float | None = None,
     ):
         if not isinstance(every, int) or every < 1:

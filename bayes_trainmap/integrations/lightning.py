@@ -60,7 +60,7 @@ class TrainMapCallback(Callback):
         Fitted map to monitor against; the state, its probability, the detour flag
         and the forecast are logged as ``trainmap/...`` metrics and kept in
         :attr:`status`.
-    normalization : {"prefix", "reference"}
+    normalization : {"blend", "prefix", "reference"}
         Online normalisation when monitoring.
     stop_if_stuck : float, optional
         Set ``trainer.should_stop`` once ``P(stuck)`` reaches this value.
@@ -77,7 +77,7 @@ class TrainMapCallback(Callback):
         outcomes: Sequence[str] | None = None,
         selection=None,
         monitor=None,
-        normalization: str = "prefix",
+        normalization: str = "blend",
         stop_if_stuck: float | None = None,
     ):
         if not isinstance(every, int) or every < 1:

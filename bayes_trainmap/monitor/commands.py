@@ -65,7 +65,7 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="FITDIR", help="fit directory to monitor against")
     parser.add_argument("--interval", type=float, default=10.0, metavar="S", help="seconds between polls (default: %(default)s)")
     parser.add_argument("--once", action="store_true", help="print one table and exit")
-    parser.add_argument("--normalization", choices=NORMALIZATIONS, default="prefix",
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default="blend",
                         help="online z-scoring of a running job (default: %(default)s; see the README)")
     parser.add_argument("--width", type=int, default=80, help="table width in columns (default: %(default)s)")
 

@@ -16,7 +16,14 @@ training does not have its window yet, so online use needs an explicit choice:
     equals the offline normalisation. Early checkpoints are scaled by a short,
     noisy prefix (the first one is always 0).
 
-Both are causal: the value given to checkpoint ``t`` never changes later.
+``"blend"``
+    The prefix statistics shrunk towards the reference ones, as if the reference
+    had been observed ``prior_weight`` times (default 10 checkpoints): mean
+    ``(n0 m_ref + t m_t) / (n0 + t)``, variance ``(n0 s_ref^2 + t s_t^2) / (n0 + t)``,
+    ``t`` counted within the window. The first checkpoints lean on the reference,
+    later ones on the run itself.
+
+All are causal: the value given to checkpoint ``t`` never changes later.
 ``"given"`` passes values through unchanged, for callers that normalise themselves
 (e.g. with the offline z-scores of a finished run, as an upper bound in benchmarks).
 """
@@ -42,7 +49,10 @@ __all__ = [
 ]
 
 #: Online normalisation choices (see the module docstring).
-NORMALIZATIONS = ("reference", "prefix")
+NORMALIZATIONS = ("reference", "prefix", "blend")
+
+#: Pseudo-count of the reference statistics in ``"blend"`` (checkpoints).
+BLEND_PRIOR_WEIGHT = 10
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,26 @@ class PrefixNormalizer:
         return _scale(x, self._mean, self._std)
 
 
+class BlendNormalizer(PrefixNormalizer):
+    """Prefix statistics shrunk towards the reference (see the module docstring)."""
+
+    def __init__(self, reference: Reference, prior_weight: float = BLEND_PRIOR_WEIGHT):
+        super().__init__(reference.window)
+        self.reference = reference
+        self.prior_weight = float(prior_weight)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        if len(self._head) < self.window:
+            self._head.append(x)
+            head = np.vstack(self._head)
+            t, n0 = len(self._head), self.prior_weight
+            ref = self.reference
+            self._mean = (n0 * ref.mean + t * head.mean(axis=0)) / (n0 + t)
+            self._std = np.sqrt((n0 * ref.std**2 + t * head.var(axis=0)) / (n0 + t))
+        return _scale(x, self._mean, self._std)
+
+
 def make_normalizer(method: str, reference: Reference):
     """A fresh per-run normaliser for ``method`` in :data:`NORMALIZATIONS` (or ``"given"``)."""
     if method == "given":
@@ -163,6 +193,8 @@ def make_normalizer(method: str, reference: Reference):
         return ReferenceNormalizer(reference)
     if method == "prefix":
         return PrefixNormalizer(reference.window)
+    if method == "blend":
+        return BlendNormalizer(reference)
     raise BayesTrainmapError(f"unknown online normalisation {method!r}; expected one of {', '.join(NORMALIZATIONS)}")
 
 

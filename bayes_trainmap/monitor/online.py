@@ -80,13 +80,13 @@ class RunMonitor:
     Parameters
     ----------
     model : MapModel
-    normalization : {"prefix", "reference"}
+    normalization : {"blend", "prefix", "reference"}
         Online normalisation (see :mod:`bayes_trainmap.monitor.normalize`).
     level : float
         Level of the forecast interval.
     """
 
-    def __init__(self, model: MapModel, normalization: str = "prefix", *, level: float = 0.9):
+    def __init__(self, model: MapModel, normalization: str = "blend", *, level: float = 0.9):
         self.model = model
         self.normalize = make_normalizer(normalization, model.reference)
         self.filter = StreamingFilter(model.params)

@@ -61,10 +61,10 @@ class RunWatcher:
     ----------
     directory : path-like
     model : MapModel
-    normalization : {"prefix", "reference"}
+    normalization : {"blend", "prefix", "reference"}
     """
 
-    def __init__(self, directory: str | os.PathLike, model: MapModel, normalization: str = "prefix"):
+    def __init__(self, directory: str | os.PathLike, model: MapModel, normalization: str = "blend"):
         self.directory = Path(directory)
         self.model = model
         self.normalization = normalization

@@ -133,6 +133,21 @@ def test_prefix_normalizer_matches_brute_force_and_offline_after_the_window():
     np.testing.assert_allclose(Z[9:], zscore_per_run(X, np.array([25]), window=10)[0][9:], rtol=1e-12, atol=1e-12)
 
 
+def test_blend_shrinks_the_prefix_towards_the_reference(fit_dir, planted_set):
+    from bayes_trainmap.monitor.normalize import BLEND_PRIOR_WEIGHT
+
+    ref = reference_from_fit(fit_dir)
+    X, lengths = planted_set.subset(["run_02"]).feature_matrix(ref.features)
+    Z = normalize_online(X, lengths, "blend", ref)
+    n0 = BLEND_PRIOR_WEIGHT
+    for t in (1, 5, 39, 59):
+        head = X[: min(t, ref.window) + 1] if t < ref.window else X[: ref.window]
+        m = len(head)
+        mean = (n0 * ref.mean + m * head.mean(0)) / (n0 + m)
+        std = np.sqrt((n0 * ref.std**2 + m * head.var(0)) / (n0 + m))
+        np.testing.assert_allclose(Z[t], (X[t] - mean) / std, rtol=1e-12)
+
+
 def test_reference_pools_the_training_runs_windows(fit_dir, planted_set):
     ref = reference_from_fit(fit_dir)
     train = fit_dir.config["split"]["train"]
@@ -240,7 +255,7 @@ def test_watch_once_on_a_growing_run_dir(fit_dir, planted_set, tmp_path, capsys)
     assert main(["watch", str(tmp_path), "--model", str(fit_dir.path), "--once"]) == 0
     text = capsys.readouterr().out
     assert all(len(line) <= 80 for line in text.splitlines())
-    monitor = RunMonitor(model, "prefix")
+    monitor = RunMonitor(model, "blend")  # the default of watch
     for row in rows[:20]:
         status = monitor.update(np.array([row[f] for f in model.features]), row["step"], row["eval_accuracy"])
     line = next(line for line in text.splitlines() if "run_05*" in line)
