@@ -15,9 +15,9 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np
 
-from bayes_trainmap import pipeline
 from bayes_trainmap.data import demo_trajectories, split_runs
-from bayes_trainmap.fitdir import is_fit_dir, load_fit_dir
+from bayes_trainmap.data.fitdir import is_fit_dir, load_fit_dir
+from bayes_trainmap.fitting import pipeline
 
 #: The shipped real sets.
 DEMO_SETS = ("sparse_parities", "digits", "modular_addition")

@@ -10,7 +10,7 @@ Inside your own loop::
                 rec.log(step, eval_accuracy=acc, train_loss=loss)
 
 appends every recorded row to ``trajectories/run-seed-0.jsonl`` as it goes (readable
-while the run trains, see :mod:`bayes_trainmap.runlog`) and writes
+while the run trains, see :mod:`bayes_trainmap.core.runlog`) and writes
 ``trajectories/run-seed-0.parquet`` atomically when the block exits normally (the log
 is then removed). If the loop raises or the process dies, the log keeps every row
 recorded so far and loads as an incomplete run. From a directory of saved state dicts::
@@ -33,11 +33,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bayes_trainmap.errors import TaskError, TrajectoryError
-from bayes_trainmap.runlog import RUN_LOG_SUFFIX, RunLogWriter, check_run_id
-from bayes_trainmap.schema import EPOCH_COLUMN, RUN_COLUMN, SEED_COLUMN, STATISTIC_NAMES, STEP_COLUMN
-from tasks.stats import ParameterSelection, Selector, resolve_selection, statistics_tensor
-from tasks.trajectory_io import run_frame, write_run
+from bayes_trainmap.core.errors import TaskError, TrajectoryError
+from bayes_trainmap.core.runlog import RUN_LOG_SUFFIX, RunLogWriter, check_run_id
+from bayes_trainmap.core.schema import (
+    EPOCH_COLUMN,
+    RUN_COLUMN,
+    SEED_COLUMN,
+    STATISTIC_NAMES,
+    STEP_COLUMN,
+)
+from bayes_trainmap.core.version import __version__
+
+from .stats import ParameterSelection, Selector, resolve_selection, statistics_tensor
+from .trajectory_io import run_frame, write_run
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +53,6 @@ _RESERVED = {RUN_COLUMN, SEED_COLUMN, STEP_COLUMN, EPOCH_COLUMN, *STATISTIC_NAME
 
 
 def _package_version() -> str:
-    from bayes_trainmap import __version__
-
     return __version__
 
 

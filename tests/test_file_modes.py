@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from bayes_trainmap.data import save_trajectories
-from bayes_trainmap.fitdir import staging_dir
+from bayes_trainmap.data.fitdir import staging_dir
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

@@ -6,7 +6,7 @@
   ``Trainer`` (``pip install "bayes_trainmap[transformers]"``).
 
 Both record the 14 weight statistics every ``every`` optimiser steps with
-:class:`tasks.recorder.TrajectoryRecorder` (so the run file is the same format,
+:class:`bayes_trainmap.tasks.recorder.TrajectoryRecorder` (so the run file is the same format,
 append-as-you-go, readable by ``watch``) together with the outcomes the loop already
 logs, and can monitor the run against a fitted map.
 """

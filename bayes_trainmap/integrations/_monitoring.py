@@ -7,8 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.schema import EPOCH_COLUMN, RUN_COLUMN, SEED_COLUMN, STATISTIC_NAMES, STEP_COLUMN
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.schema import EPOCH_COLUMN, RUN_COLUMN, SEED_COLUMN, STATISTIC_NAMES, STEP_COLUMN
 
 __all__ = ["Monitoring", "scalar_outcomes"]
 

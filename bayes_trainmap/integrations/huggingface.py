@@ -29,9 +29,9 @@ try:
 except ImportError as exc:  # pragma: no cover
     raise ImportError('the Hugging Face callback needs transformers: pip install "bayes_trainmap[transformers]"') from exc
 
-from bayes_trainmap.errors import TaskError, TrajectoryError
+from bayes_trainmap.core.errors import TaskError, TrajectoryError
+from bayes_trainmap.core.runlog import check_run_id
 from bayes_trainmap.integrations._monitoring import Monitoring, scalar_outcomes
-from bayes_trainmap.runlog import check_run_id
 
 __all__ = ["TrainMapCallback"]
 
@@ -108,7 +108,7 @@ class TrainMapCallback(TrainerCallback):
         self._pending[2].update(values)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        from tasks.recorder import TrajectoryRecorder
+        from bayes_trainmap.tasks.recorder import TrajectoryRecorder
 
         self.recorder = TrajectoryRecorder(model, self.out, run=self.run, seed=self.seed, every=self.every,
                                            metadata=self.metadata, selection=self.selection)

@@ -31,9 +31,9 @@ except ImportError:  # pragma: no cover - the standalone package
             'the Lightning callback needs PyTorch Lightning: pip install "bayes_trainmap[lightning]"'
         ) from exc
 
-from bayes_trainmap.errors import TaskError, TrajectoryError
+from bayes_trainmap.core.errors import TaskError, TrajectoryError
+from bayes_trainmap.core.runlog import check_run_id
 from bayes_trainmap.integrations._monitoring import Monitoring, scalar_outcomes
-from bayes_trainmap.runlog import check_run_id
 
 __all__ = ["TrainMapCallback"]
 
@@ -55,7 +55,7 @@ class TrainMapCallback(Callback):
     outcomes : sequence of str, optional
         Metrics of ``trainer.callback_metrics`` to record (default: every scalar).
     selection : ParameterSelection or callable, optional
-        Which parameters are weights/biases (see :class:`tasks.recorder.TrajectoryRecorder`).
+        Which parameters are weights/biases (see :class:`bayes_trainmap.tasks.recorder.TrajectoryRecorder`).
     monitor : path, FitDirectory or MapModel, optional
         Fitted map to monitor against; the state, its probability, the detour flag
         and the forecast are logged as ``trainmap/...`` metrics and kept in
@@ -112,7 +112,7 @@ class TrainMapCallback(Callback):
                 trainer.should_stop = True
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        from tasks.recorder import TrajectoryRecorder
+        from bayes_trainmap.tasks.recorder import TrajectoryRecorder
 
         self.recorder = TrajectoryRecorder(pl_module, self.out, run=self.run, seed=self.seed, every=self.every,
                                            metadata=self.metadata, selection=self.selection)

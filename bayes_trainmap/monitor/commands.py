@@ -7,7 +7,7 @@ import itertools
 import time
 from pathlib import Path
 
-from bayes_trainmap.errors import BayesTrainmapError
+from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.monitor.normalize import NORMALIZATIONS
 
 __all__ = ["add_decode_arguments", "add_watch_arguments", "run_decode", "run_watch"]
@@ -24,7 +24,7 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_decode(args: argparse.Namespace) -> int:
     from bayes_trainmap.data import load_trajectories
-    from bayes_trainmap.fitdir import load_fit_dir
+    from bayes_trainmap.data.fitdir import load_fit_dir
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".parquet", ".csv"):

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bayes_trainmap.core.schema import RUN_COLUMN, STEP_COLUMN
 from bayes_trainmap.data import TrajectorySet, validate
 from bayes_trainmap.monitor.model import MapModel, load_map_model
 from bayes_trainmap.monitor.normalize import normalize_offline
-from bayes_trainmap.schema import RUN_COLUMN, STEP_COLUMN
 
 __all__ = ["DecodeResult", "decode_runs"]
 
@@ -70,7 +70,7 @@ def decode_runs(model, trajectories: TrajectorySet) -> DecodeResult:
     TrajectoryError
         If a model feature is missing, non-numeric or non-finite, or steps are unsorted.
     """
-    from inference.baum_welch import GaussianHMM
+    from bayes_trainmap.inference.baum_welch import GaussianHMM
 
     if not isinstance(model, MapModel):
         model = load_map_model(model)

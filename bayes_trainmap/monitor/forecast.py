@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayes_trainmap.errors import BayesTrainmapError
+from bayes_trainmap.core.errors import BayesTrainmapError
 
 __all__ = [
     "Forecast",

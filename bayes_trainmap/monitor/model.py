@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayes_trainmap.errors import FitDirectoryError
+from bayes_trainmap.core.errors import FitDirectoryError
 from bayes_trainmap.monitor.forecast import Hazards, estimate_hazards, first_crossing_index, stuck_states
 from bayes_trainmap.monitor.normalize import Reference, reference_from_fit
 
@@ -107,14 +107,14 @@ def _trans_draws(path: Path, n_states: int) -> np.ndarray | None:
 
 
 def load_map_model(fit_dir, *, hazard: str = "state") -> MapModel:
-    """A :class:`MapModel` from a fit directory (path or :class:`~bayes_trainmap.fitdir.FitDirectory`).
+    """A :class:`MapModel` from a fit directory (path or :class:`~bayes_trainmap.data.fitdir.FitDirectory`).
 
     The convergence outcome and threshold are those of the fit's analysis
     (``analysis.json``), else of ``config.json``; without an outcome column there
     is no forecast (``hazards`` is None). ``hazard`` selects per-``"state"`` or
     per-``"edge"`` hazards (:func:`bayes_trainmap.monitor.forecast.estimate_hazards`).
     """
-    from bayes_trainmap.fitdir import FitDirectory, read_json
+    from bayes_trainmap.data.fitdir import FitDirectory, read_json
 
     fd = fit_dir if isinstance(fit_dir, FitDirectory) else FitDirectory(fit_dir)
     params = fd.params

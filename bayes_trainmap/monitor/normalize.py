@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayes_trainmap.data import CONSTANT_RTOL, zscore_per_run
-from bayes_trainmap.errors import BayesTrainmapError
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.data.preprocess import CONSTANT_RTOL, zscore_per_run
 
 __all__ = [
     "NORMALIZATIONS",

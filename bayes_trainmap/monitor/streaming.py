@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from inference.emissions import gaussian_log_likelihood
+from bayes_trainmap.inference.emissions import gaussian_log_likelihood
 
 __all__ = ["StreamingFilter"]
 

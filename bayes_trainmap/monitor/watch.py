@@ -1,7 +1,7 @@
 """Following a folder of runs as they train, and rendering their status.
 
 :class:`RunWatcher` rereads the run files of a folder (finished ``run-*.parquet``
-and in-progress ``run-*.jsonl`` logs, see :mod:`bayes_trainmap.runlog`) on every
+and in-progress ``run-*.jsonl`` logs, see :mod:`bayes_trainmap.core.runlog`) on every
 :meth:`~RunWatcher.poll`, feeds the checkpoints it has not seen yet to one
 :class:`~bayes_trainmap.monitor.online.RunMonitor` per run, and
 :func:`status_table` renders one line per run in at most 80 columns.
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.errors import BayesTrainmapError, TrajectoryError
+from bayes_trainmap.core.errors import BayesTrainmapError, TrajectoryError
+from bayes_trainmap.core.runlog import RUN_LOG_SUFFIX, read_run_log
+from bayes_trainmap.core.schema import RUN_COLUMN, STEP_COLUMN
 from bayes_trainmap.monitor.model import MapModel
 from bayes_trainmap.monitor.online import RunMonitor, RunStatus
-from bayes_trainmap.runlog import RUN_LOG_SUFFIX, read_run_log
-from bayes_trainmap.schema import RUN_COLUMN, STEP_COLUMN
 
 __all__ = ["RunWatcher", "run_files", "status_table"]
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import STATISTIC_NAMES
 from bayes_trainmap.data import load_trajectories
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import STATISTIC_NAMES
-from tasks.recorder import TrajectoryRecorder
+from bayes_trainmap.tasks.recorder import TrajectoryRecorder
 
 torch.set_num_threads(1)
 
@@ -172,7 +172,7 @@ def test_huggingface_callback_records_the_recorder_statistics(tmp_path):
 
 
 def test_lightning_callback_monitors_against_a_fitted_map(tmp_path, planted_set):
-    from bayes_trainmap import pipeline
+    from bayes_trainmap.fitting import pipeline
     from bayes_trainmap.integrations.lightning import TrainMapCallback
     from bayes_trainmap.monitor.model import load_map_model
     from bayes_trainmap.monitor.online import RunMonitor

@@ -6,17 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_trainmap import pipeline
 from bayes_trainmap.cli import main
+from bayes_trainmap.core.runlog import RunLogWriter
 from bayes_trainmap.data import zscore_per_run
-from bayes_trainmap.fitdir import load_fit_dir
+from bayes_trainmap.data.fitdir import load_fit_dir
+from bayes_trainmap.fitting import pipeline
+from bayes_trainmap.inference.forward_backward import filtered_posteriors
+from bayes_trainmap.inference.params import HMMParams
 from bayes_trainmap.monitor.forecast import estimate_hazards, first_crossing_index, forecast_convergence, stuck_states
 from bayes_trainmap.monitor.model import load_map_model
 from bayes_trainmap.monitor.normalize import PrefixNormalizer, normalize_online, reference_from_fit
 from bayes_trainmap.monitor.streaming import StreamingFilter
-from bayes_trainmap.runlog import RunLogWriter
-from inference.forward_backward import filtered_posteriors
-from inference.params import HMMParams
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def fit_dir(planted_set, tmp_path_factory):
 
 
 def _log_emission(params, Z):
-    from inference.emissions import gaussian_log_likelihood
+    from bayes_trainmap.inference.emissions import gaussian_log_likelihood
 
     return gaussian_log_likelihood(Z, params.means, params.covars, params.covariance_type)
 

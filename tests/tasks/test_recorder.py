@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from bayes_trainmap.data import load_trajectories
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import STATISTIC_NAMES
-from tasks.recorder import TrajectoryRecorder, trajectory_from_checkpoints
-from tasks.stats import weight_statistics
-from tasks.trajectory_io import read_run
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import STATISTIC_NAMES
+from bayes_trainmap.tasks.recorder import TrajectoryRecorder, trajectory_from_checkpoints
+from bayes_trainmap.tasks.stats import weight_statistics
+from bayes_trainmap.tasks.trajectory_io import read_run
 
 
 def _model() -> nn.Module:
@@ -94,7 +94,7 @@ def test_recorder_keeps_logged_rows_when_the_loop_raises(tmp_path):
 _KILLED_RUN = """
 import os, signal, sys, torch
 from torch import nn
-from tasks.recorder import TrajectoryRecorder
+from bayes_trainmap.tasks.recorder import TrajectoryRecorder
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
 rec = TrajectoryRecorder(model, sys.argv[1], run="killed", every=2)

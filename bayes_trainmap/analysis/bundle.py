@@ -43,13 +43,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.baselines import DEFAULT_STATES_RANGE, BaselineSelection, hmm1_selection, kmeans_selection
-from bayes_trainmap.convergence import ConvergenceResult, convergence_from_arrays
-from bayes_trainmap.detours import RegressionResult, convergence_regression, occupancy
-from bayes_trainmap.dissimilarity import is_forking, trajectory_dissimilarity
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.schema import RUN_COLUMN
-from bayes_trainmap.training_map import TrainingMap, build_training_map
+from bayes_trainmap.analysis.baselines import (
+    DEFAULT_STATES_RANGE,
+    BaselineSelection,
+    hmm1_selection,
+    kmeans_selection,
+)
+from bayes_trainmap.analysis.convergence import (
+    ConvergenceResult,
+    convergence_from_arrays,
+)
+from bayes_trainmap.analysis.detours import (
+    RegressionResult,
+    convergence_regression,
+    occupancy,
+)
+from bayes_trainmap.analysis.dissimilarity import is_forking, trajectory_dissimilarity
+from bayes_trainmap.analysis.training_map import TrainingMap, build_training_map
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.schema import RUN_COLUMN
+from bayes_trainmap.inference.emissions import gaussian_log_likelihood
+from bayes_trainmap.inference.forward_backward import filtered_posteriors
 
 __all__ = ["Analysis", "analyze", "compute_filtered", "validate_uncertainty", "UNCERTAINTY_KEYS", "ANALYSIS_FORMAT"]
 
@@ -196,9 +210,6 @@ def _clean(value: Any) -> Any:
 
 def compute_filtered(params, Z: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Filtered posteriors ``p(s_t | z_1:t)`` of every checkpoint under ``params``, shape (n, K)."""
-    from inference.emissions import gaussian_log_likelihood
-    from inference.forward_backward import filtered_posteriors
-
     log_emission = gaussian_log_likelihood(np.asarray(Z, dtype=float), params.means, params.covars, params.covariance_type)
     with np.errstate(divide="ignore"):
         log_start = np.log(np.asarray(params.start_prob, dtype=float))
@@ -322,7 +333,7 @@ def analyze(
     outcome : str
         Outcome column defining convergence.
     threshold : float
-        Convergence threshold (see :data:`bayes_trainmap.convergence.TASK_THRESHOLDS`).
+        Convergence threshold (see :data:`bayes_trainmap.analysis.convergence.TASK_THRESHOLDS`).
     higher_is_better : bool or None
         Crossing direction (default: downwards for losses).
     include_unconverged : bool

@@ -29,8 +29,8 @@ from typing import Any
 
 import pandas as pd
 
-from bayes_trainmap.errors import TrajectoryError
-from bayes_trainmap.schema import RUN_COLUMN
+from bayes_trainmap.core.errors import TrajectoryError
+from bayes_trainmap.core.schema import RUN_COLUMN
 
 __all__ = [
     "RUN_LOG_SUFFIX",

@@ -36,8 +36,9 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.errors import FitDirectoryError
-from bayes_trainmap.runlog import umask_mode
+from bayes_trainmap.core.errors import FitDirectoryError
+from bayes_trainmap.core.runlog import umask_mode
+from bayes_trainmap.inference.params import HMMParams
 
 __all__ = [
     "FIT_DIR_FORMAT",
@@ -214,8 +215,6 @@ class FitDirectory:
     @functools.cached_property
     def params(self):
         """The fitted :class:`inference.params.HMMParams`."""
-        from inference.params import HMMParams
-
         return HMMParams.load(self.path / MODEL_FILE)
 
     @functools.cached_property
