@@ -1,6 +1,6 @@
 """Append-only logs of runs that are still training (or that crashed).
 
-A recorder (``tasks.recorder.TrajectoryRecorder``) appends one JSON line per
+A recorder (``bayes_trainmap.tasks.recorder.TrajectoryRecorder``) appends one JSON line per
 recorded checkpoint to ``run-<id>.jsonl`` while the run trains, and at a normal
 ``close()`` writes ``run-<id>.parquet`` atomically and removes the log. A run
 that crashes keeps its log: every line written before the crash can be read, and

@@ -8,7 +8,7 @@ The forward recursion of an HMM in log space,
 normalised at every step, so the state is the filtered distribution itself and
 the normaliser accumulates ``log p(z_1:t)``. Each update costs O(K^2) plus one
 Gaussian density per state (O(K d^2)); the values equal the offline
-:func:`inference.forward_backward.filtered_posteriors` on the same normalised data.
+:func:`bayes_trainmap.inference.forward_backward.filtered_posteriors` on the same normalised data.
 """
 
 from __future__ import annotations
