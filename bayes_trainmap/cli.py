@@ -1,4 +1,4 @@
-"""Command line: ``python -m bayes_trainmap {fit,report,collect,tasks}``.
+"""Command line: ``python -m bayes_trainmap {fit,report,decode,watch,collect,tasks}``.
 
 A thin layer over :mod:`bayes_trainmap.fitting.pipeline`, :mod:`bayes_trainmap.report` and
 :mod:`tasks.cli`. Errors caused by the input (any :class:`BayesTrainmapError`, the
@@ -20,7 +20,12 @@ from typing import Iterator, Sequence
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.executors import add_executor_arguments, executor_from_args
 from bayes_trainmap.core.version import __version__
-from bayes_trainmap.fitting.config import BAYES_OPTION_NAMES, MODES, OUTCOME_DIRECTIONS, FitConfig
+from bayes_trainmap.fitting.config import (
+    BAYES_OPTION_NAMES,
+    MODES,
+    OUTCOME_DIRECTIONS,
+    FitConfig,
+)
 from bayes_trainmap.inference.params import COVARIANCE_TYPES
 
 __all__ = ["build_parser", "main"]
@@ -156,6 +161,16 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     report.add_argument("fit_dir", metavar="FITDIR")
     report.add_argument("--quiet", action="store_true", help="do not print the summary")
     report.set_defaults(handler=_cmd_report)
+
+    from bayes_trainmap.monitor import commands as monitor_commands
+
+    decode = commands.add_parser("decode", help="decode new runs against a fit directory")
+    monitor_commands.add_decode_arguments(decode)
+    decode.set_defaults(handler=monitor_commands.run_decode)
+
+    watch = commands.add_parser("watch", help="follow a folder of training runs against a fit directory")
+    monitor_commands.add_watch_arguments(watch)
+    watch.set_defaults(handler=monitor_commands.run_watch)
 
     selected = _first_command(argv)
     collect = commands.add_parser("collect", help="train a built-in task over many seeds and record trajectories")

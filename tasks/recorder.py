@@ -9,8 +9,11 @@ Inside your own loop::
             if rec.due(step):                    # skip costly evaluation off-checkpoint
                 rec.log(step, eval_accuracy=acc, train_loss=loss)
 
-writes ``trajectories/run-seed-0.parquet`` atomically when the block exits normally
-(nothing is written if it raises). From a directory of saved state dicts::
+appends every recorded row to ``trajectories/run-seed-0.jsonl`` as it goes (readable
+while the run trains, see :mod:`bayes_trainmap.core.runlog`) and writes
+``trajectories/run-seed-0.parquet`` atomically when the block exits normally (the log
+is then removed). If the loop raises or the process dies, the log keeps every row
+recorded so far and loads as an incomplete run. From a directory of saved state dicts::
 
     frame = trajectory_from_checkpoints("ckpts/", model_fn=MyNet, run="seed-0")
 """
@@ -30,7 +33,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.errors import TaskError, TrajectoryError
+from bayes_trainmap.core.runlog import RUN_LOG_SUFFIX, RunLogWriter, check_run_id
 from bayes_trainmap.core.schema import (
     EPOCH_COLUMN,
     RUN_COLUMN,
@@ -52,7 +56,15 @@ def _package_version() -> str:
     return __version__
 
 
+def _checked_run_id(run: str) -> str:
+    try:
+        return check_run_id(run)
+    except TrajectoryError as exc:
+        raise TaskError(str(exc)) from None
+
+
 def _run_path(out: str | os.PathLike, run: str) -> Path:
+    _checked_run_id(run)
     out = Path(out)
     if out.suffix == ".parquet":
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +89,9 @@ class TrajectoryRecorder:
     out : path-like
         A directory (the run goes to ``out/run-<run>.parquet``) or a ``.parquet`` file.
     run : str, optional
-        Run id (the ``run`` column); defaults to ``seed-<seed>``.
+        Run id (the ``run`` column); defaults to ``seed-<seed>``. It names a file in
+        ``out``, so ids with a path separator, ``.``/``..`` or control characters are
+        refused here, before any training (:class:`TaskError`).
     seed : int
         The run's seed (the ``seed`` column).
     every : int
@@ -89,6 +103,12 @@ class TrajectoryRecorder:
 
     Notes
     -----
+    Rows are appended to ``<run file>.jsonl`` (one JSON line each, flushed) as they
+    are recorded; :meth:`close` writes the Parquet file and removes the log. If the
+    ``with`` block raises, the log is kept and marked failed, so a crashed run keeps
+    every recorded row and loads as an incomplete run (``metadata["incomplete"]``).
+    Files are created with the process umask.
+
     Once the model's weights or a logged value stop being finite, the run is marked
     diverged (``metadata["diverged"] = True``, ``metadata["diverged_step"]``) and
     later steps are ignored; the rows before remain.
@@ -112,7 +132,9 @@ class TrajectoryRecorder:
         self.run = str(run) if run is not None else f"seed-{self.seed}"
         self.every = every
         self.path = _run_path(out, self.run)
+        self.log_path = self.path.with_suffix(RUN_LOG_SUFFIX)
         self.metadata = dict(metadata or {})
+        self._writer: RunLogWriter | None = None
         _, self.selection = resolve_selection(model, selection)
         self.rows: list[dict[str, Any]] = []
         self.diverged_step: int | None = None
@@ -139,15 +161,36 @@ class TrajectoryRecorder:
             raise TaskError("this recorder is closed")
         if not (force or step % self.every == 0) or self.diverged_step is not None:
             return False
+        return self.log_measured(step, self.measure(), epoch=epoch, **outcomes)
+
+    def measure(self) -> dict[str, float] | None:
+        """The 14 statistics of the model's current weights (None if a weight is not finite).
+
+        With :meth:`log_measured`, this lets a loop measure the weights at a step and
+        attach outcomes that become known later (e.g. Hugging Face's ``on_log``).
+        """
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            return None
+        return _stats_row(self.model.state_dict(), self.selection)
+
+    def log_measured(
+        self, step: int, stats: Mapping[str, float] | None, *, epoch: int | None = None, **outcomes: float
+    ) -> bool:
+        """Record ``step`` with statistics from :meth:`measure` (no ``every`` check).
+
+        ``stats=None`` (non-finite weights) marks the run diverged, like :meth:`log`.
+        """
+        if self.closed:
+            raise TaskError("this recorder is closed")
+        if self.diverged_step is not None:
+            return False
         clash = _RESERVED.intersection(outcomes)
         if clash:
             raise TaskError(f"outcome names clash with reserved columns: {', '.join(sorted(clash))}")
         if self.rows and step <= self.rows[-1][STEP_COLUMN]:
             raise TaskError(f"steps must increase: got {step} after {self.rows[-1][STEP_COLUMN]}")
         values = {k: float(v) for k, v in outcomes.items()}
-        params_finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-        stats = _stats_row(self.model.state_dict(), self.selection) if params_finite else {}
-        if not params_finite or not all(math.isfinite(v) for v in [*stats.values(), *values.values()]):
+        if stats is None or not all(math.isfinite(v) for v in [*stats.values(), *values.values()]):
             self.diverged_step = int(step)
             logger.warning("run %s diverged at step %d (non-finite weights or outcomes)", self.run, step)
             return False
@@ -157,7 +200,21 @@ class TrajectoryRecorder:
         row.update(stats)
         row.update(values)
         self.rows.append(row)
+        if self._writer is None:
+            self._writer = RunLogWriter(self.log_path, self._run_metadata())
+        self._writer.append(row)
         return True
+
+    def _run_metadata(self) -> dict[str, Any]:
+        return {
+            **self.metadata,
+            "run": self.run,
+            "seed": self.seed,
+            "diverged": self.diverged_step is not None,
+            "diverged_step": self.diverged_step,
+            "record_every": self.every,
+            "package_version": _package_version(),
+        }
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -165,22 +222,24 @@ class TrajectoryRecorder:
         return run_frame(self.rows) if self.rows else pd.DataFrame()
 
     def close(self) -> Path:
-        """Write the run atomically and return its path (idempotent)."""
+        """Write the run atomically, remove its log and return its path (idempotent)."""
         if not self.closed:
             if not self.rows:
                 raise TaskError(f"run {self.run}: nothing was recorded, refusing to write an empty run")
-            metadata = {
-                **self.metadata,
-                "run": self.run,
-                "seed": self.seed,
-                "diverged": self.diverged_step is not None,
-                "diverged_step": self.diverged_step,
-                "record_every": self.every,
-                "package_version": _package_version(),
-            }
-            write_run(self.frame, self.path, metadata)
+            write_run(self.frame, self.path, self._run_metadata())
+            if self._writer is not None:
+                self._writer.close()
+            self.log_path.unlink(missing_ok=True)
             self.closed = True
         return self.path
+
+    def abort(self, error: str = "aborted") -> None:
+        """Stop recording after a failure: keep the log (marked failed), write no Parquet file."""
+        if not self.closed:
+            if self._writer is not None:
+                self._writer.mark_failed(error)
+                self._writer.close()
+            self.closed = True
 
     def __enter__(self) -> "TrajectoryRecorder":
         return self
@@ -189,8 +248,11 @@ class TrajectoryRecorder:
         if exc_type is None:
             self.close()
         else:
-            self.closed = True
-            logger.warning("run %s not written: the training loop raised %s", self.run, exc_type.__name__)
+            self.abort(f"{exc_type.__name__}: {exc}")
+            logger.warning(
+                "run %s: the training loop raised %s; the %d recorded row(s) stay in %s (incomplete run)",
+                self.run, exc_type.__name__, len(self.rows), self.log_path,
+            )
 
 
 _STATE_KEYS = ("state_dict", "model_state_dict", "model")
@@ -264,6 +326,8 @@ def trajectory_from_checkpoints(
     DataFrame
         One row per checkpoint: ``run``, ``seed``, ``step``, the 14 statistics, outcomes.
     """
+    if out is not None:
+        _checked_run_id(str(run))  # before any checkpoint is read
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")

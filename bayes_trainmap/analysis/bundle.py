@@ -59,7 +59,11 @@ from bayes_trainmap.analysis.detours import (
     convergence_regression,
     occupancy,
 )
-from bayes_trainmap.analysis.dissimilarity import is_forking, structural_edges, trajectory_dissimilarity
+from bayes_trainmap.analysis.dissimilarity import (
+    is_forking,
+    structural_edges,
+    trajectory_dissimilarity,
+)
 from bayes_trainmap.analysis.training_map import TrainingMap, build_training_map
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.schema import RUN_COLUMN

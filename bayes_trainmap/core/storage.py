@@ -37,11 +37,16 @@ _LOCAL_SCHEMES = ("", "file")
 TEMP_PREFIX = ".tmp-"
 
 
-def _file_mode() -> int:
-    """Permissions of a new file under the process umask (``mkstemp`` alone gives 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` with the process umask applied (what ``open()`` would create)."""
+    current = os.umask(0)
+    os.umask(current)
+    return mode & ~current
+
+
+def apply_umask(path: str | os.PathLike[str], mode: int = 0o666) -> None:
+    """Give ``path`` the permissions a plain ``open()`` would have (``mkstemp`` makes 0600)."""
+    os.chmod(path, umask_mode(mode))
 
 
 def _scheme(location: str) -> str:
@@ -148,7 +153,7 @@ def write_bytes_atomic(location: str | os.PathLike[str], data: bytes) -> None:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(tmp_path, _file_mode())
+        apply_umask(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):

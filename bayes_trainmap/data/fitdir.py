@@ -42,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 
 from bayes_trainmap.core.errors import FitDirectoryError
-from bayes_trainmap.core.storage import write_json
+from bayes_trainmap.core.storage import umask_mode, write_json
 from bayes_trainmap.data.fitted import FittedRuns
 from bayes_trainmap.inference.params import HMMParams
 
@@ -172,6 +172,7 @@ def staging_dir(out: str | os.PathLike) -> Iterator[Path]:
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     try:
+        os.chmod(staging, umask_mode(0o777))  # mkdtemp makes 0700; a fit directory follows the umask
         yield staging
         check_output_dir(out)  # it may have appeared while we were fitting
         if out.exists():
@@ -355,6 +356,25 @@ class FitDirectory:
     def fitted_runs(self) -> FittedRuns:
         """The decoded runs of the fit, as the pipeline produced them."""
         return FittedRuns.from_frames(self.zscored, self.feature_names, self.decoded)
+
+    def decode(self, trajectories):
+        """Decode new runs with this fit (see :func:`bayes_trainmap.monitor.decode.decode_runs`).
+
+        Parameters
+        ----------
+        trajectories : bayes_trainmap.data.TrajectorySet
+            Finished runs with the fit's features; normalised as the fit normalised its runs.
+
+        Returns
+        -------
+        bayes_trainmap.monitor.decode.DecodeResult
+            Viterbi states, filtered and smoothed probabilities, edges taken (new ones
+            flagged) and detour visits.
+        """
+        # lazily: the monitor sits above this layer (see the import-linter contract)
+        from bayes_trainmap.monitor.decode import decode_runs
+
+        return decode_runs(self, trajectories)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

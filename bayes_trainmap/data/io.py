@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from bayes_trainmap.core import storage
 from bayes_trainmap.core.errors import TrajectoryError
+from bayes_trainmap.core.runlog import RUN_LOG_SUFFIX, read_run_log
 from bayes_trainmap.core.schema import (
     EPOCH_COLUMN,
     PARQUET_METADATA_KEY,
@@ -131,13 +132,30 @@ def _merge_run_metadata(frames: list[pd.DataFrame], metas: list[dict[str, Any]])
     return merged
 
 
+def _in_progress_logs(directory: Path, parquet_files: list[Path]) -> list[Path]:
+    """Run logs (``run-<id>.jsonl``) of runs still training or crashed: those without a
+    Parquet file of the same name, or whose log is newer than it (a re-run in progress)."""
+    finished = {p.stem: p for p in parquet_files}
+    logs = []
+    for log in _visible_files(directory, RUN_LOG_SUFFIX):
+        done = finished.get(log.stem)
+        if done is None or log.stat().st_mtime > done.stat().st_mtime:
+            logs.append(log)
+    return logs
+
+
 def load_trajectories(path: str | os.PathLike) -> TrajectorySet:
     """Load a trajectory set from disk.
+
+    Runs still being recorded (or whose training crashed) are read from their
+    append-only logs ``run-<id>.jsonl`` (see :mod:`bayes_trainmap.core.runlog`); their
+    metadata say ``incomplete: true`` (under ``run_metadata`` when other runs are complete).
 
     Parameters
     ----------
     path : path-like
-        A directory of per-run Parquet files; a directory of CSV files (one per run:
+        A directory of per-run Parquet files (and/or in-progress ``.jsonl`` run logs);
+        a ``.jsonl`` run log; a directory of CSV files (one per run:
         ours with a ``run`` column, or the paper authors' layout without one, where
         the run id is the file name); or a single ``.parquet`` / ``.csv`` file
         (a file without a ``run`` column is one run named after the file).
@@ -159,15 +177,22 @@ def load_trajectories(path: str | os.PathLike) -> TrajectorySet:
         raise FileNotFoundError(f"trajectory data not found: '{path}' does not exist")
     if path.is_dir():
         parquet_files = _visible_files(path, ".parquet")
-        if parquet_files:
+        log_files = _in_progress_logs(path, parquet_files)
+        if parquet_files or log_files:
             frames, metas = [], []
-            for file in parquet_files:
-                frame, meta = _read_parquet(file)
+            stale = {p.stem for p in log_files}
+            for file in [p for p in parquet_files if p.stem not in stale] + log_files:
+                frame, meta = read_run_log(file) if file.suffix == RUN_LOG_SUFFIX else _read_parquet(file)
+                if file.suffix == RUN_LOG_SUFFIX and len(frame) == 0:
+                    logger.warning("skipping run log '%s': no checkpoint recorded yet", file)
+                    continue
                 _ensure_rows(frame, file)
                 if RUN_COLUMN not in frame.columns:
                     frame = _single_run_frame(frame, file.stem, _seed_from_name(file.stem, len(frames)))
                 frames.append(_with_step_column(frame, file))
                 metas.append(meta)
+            if not frames:
+                raise TrajectoryError(f"directory '{path}' holds only run logs with no checkpoint yet")
             metadata = {**_merge_run_metadata(frames, metas), "source_path": str(path)}
             return TrajectorySet(_fill_seeds(pd.concat(frames, ignore_index=True)), metadata)
         if _visible_files(path, ".csv"):
@@ -176,10 +201,12 @@ def load_trajectories(path: str | os.PathLike) -> TrajectorySet:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         frame, metadata = _read_parquet(path)
+    elif suffix == RUN_LOG_SUFFIX:
+        frame, metadata = read_run_log(path)
     elif suffix == ".csv":
         frame, metadata = _read_csv(path), {}
     else:
-        raise TrajectoryError(f"unsupported trajectory file '{path}': expected a .parquet or .csv file, or a directory")
+        raise TrajectoryError(f"unsupported trajectory file '{path}': expected a .parquet, .csv or .jsonl file, or a directory")
     _ensure_rows(frame, path)
     frame = _with_step_column(frame, path)
     if RUN_COLUMN not in frame.columns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,13 +75,103 @@ def test_recorder_every_force_and_order(tmp_path):
         rec.log(20)
 
 
-def test_recorder_writes_nothing_when_the_loop_raises(tmp_path):
+def test_recorder_keeps_logged_rows_when_the_loop_raises(tmp_path):
     model = _model()
     with pytest.raises(RuntimeError):
         with TrajectoryRecorder(model, tmp_path, seed=0) as rec:
-            rec.log(0)
+            expected = weight_statistics(model)
+            rec.log(0, train_loss=0.5)
             raise RuntimeError("training crashed")
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-seed-0.jsonl"]  # no Parquet file
+    ts = load_trajectories(tmp_path)
+    assert ts.run_ids == ["seed-0"] and ts.frame["step"].tolist() == [0]
+    assert ts.metadata["incomplete"] is True and ts.metadata["failed"] is True
+    assert "training crashed" in ts.metadata["error"]
+    for name in STATISTIC_NAMES:
+        assert ts.frame[name].iat[0] == pytest.approx(expected[name], rel=1e-12)
+
+
+_KILLED_RUN = """
+import os, signal, sys, torch
+from torch import nn
+from bayes_trainmap.tasks.recorder import TrajectoryRecorder
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+rec = TrajectoryRecorder(model, sys.argv[1], run="killed", every=2)
+for step in range(7):
+    with torch.no_grad():
+        model[0].weight.add_(0.1)
+    rec.log(step, eval_accuracy=step / 10)
+torch.save(model.state_dict(), sys.argv[1] + "/../last.pt")
+os.kill(os.getpid(), signal.SIGKILL)  # no close(), no exception handler, no atexit
+"""
+
+
+def test_a_killed_run_keeps_its_rows_and_reads_while_incomplete(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(out)], check=False, cwd=str(Path(__file__).parents[2]),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    ts = load_trajectories(out)
+    assert ts.run_ids == ["killed"] and ts.frame["step"].tolist() == [0, 2, 4, 6]
+    assert ts.metadata["incomplete"] is True and "failed" not in ts.metadata
+    assert ts.frame["eval_accuracy"].tolist() == [0.0, 0.2, 0.4, 0.6]
+    # the last row is the statistics of the weights at step 6, recomputed independently
+    model = _model()
+    model.load_state_dict(torch.load(tmp_path / "last.pt", weights_only=True))
+    last = weight_statistics(model)
+    for name in STATISTIC_NAMES:
+        assert ts.frame[name].iat[-1] == pytest.approx(last[name], rel=1e-12)
+
+
+def test_a_half_written_last_line_is_ignored(tmp_path):
+    model = _model()
+    rec = TrajectoryRecorder(model, tmp_path, run="r", every=1)
+    rec.log(0)
+    rec.log(1)
+    with open(tmp_path / "run-r.jsonl", "a") as handle:
+        handle.write('{"row": {"run": "r", "step": 2, "l1": 0.')  # killed mid-write
+    assert load_trajectories(tmp_path).frame["step"].tolist() == [0, 1]
+
+
+def test_close_replaces_the_log_by_the_parquet_file(tmp_path):
+    model = _model()
+    with TrajectoryRecorder(model, tmp_path, run="r") as rec:
+        rec.log(0)
+        assert (tmp_path / "run-r.jsonl").is_file() and not (tmp_path / "run-r.parquet").exists()
+        assert load_trajectories(tmp_path).metadata["incomplete"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-r.parquet"]
+    assert "incomplete" not in load_trajectories(tmp_path).metadata
+
+
+@pytest.mark.parametrize("run", ["x/../../escaped", "/tmp/abs", "a/b", "..", ".", "", "a\\b", "tab\tid"])
+def test_run_ids_that_escape_the_folder_are_refused_before_training(tmp_path, run):
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(TaskError, match="run id"):
+        TrajectoryRecorder(_model(), out, run=run)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+    with pytest.raises(TaskError, match="run id"):
+        trajectory_from_checkpoints(tmp_path, run=run, out=out)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_run_files_follow_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        rec = TrajectoryRecorder(_model(), tmp_path, run="r")
+        rec.log(0)
+        log_mode = stat.S_IMODE((tmp_path / "run-r.jsonl").stat().st_mode)
+        path = rec.close()
+    finally:
+        os.umask(previous)
+    assert log_mode == 0o666 & ~umask
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 def test_recorder_marks_divergence(tmp_path):
@@ -130,3 +221,19 @@ def test_checkpoint_importer_refuses_pickled_objects_and_bad_directories(tmp_pat
     torch.save([torch.ones(2)], odd / "ckpt_1.pt")
     with pytest.raises(TaskError, match="expected a state dict"):
         trajectory_from_checkpoints(odd)
+
+
+def test_a_rerun_in_progress_shadows_the_older_finished_file(tmp_path):
+    import os
+
+    with TrajectoryRecorder(_model(), tmp_path, run="r") as rec:
+        rec.log(0)
+        rec.log(1)
+    rerun = TrajectoryRecorder(_model(), tmp_path, run="r")
+    rerun.log(0, train_loss=2.0)
+    finished = (tmp_path / "run-r.parquet").stat().st_mtime
+    os.utime(tmp_path / "run-r.jsonl", (finished + 10, finished + 10))
+    ts = load_trajectories(tmp_path)
+    assert ts.frame["step"].tolist() == [0] and ts.metadata["incomplete"] is True
+    os.utime(tmp_path / "run-r.jsonl", (finished - 10, finished - 10))  # a stale log loses
+    assert load_trajectories(tmp_path).frame["step"].tolist() == [0, 1]
