@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bayes_trainmap.core.errors import FitDirectoryError
 from bayes_trainmap.data.fitdir import FitDirectory
 from bayes_trainmap.monitor.forecast import (
     Hazards,

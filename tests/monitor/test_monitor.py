@@ -45,7 +45,8 @@ def test_decode_on_the_fitted_runs_reproduces_decoded_parquet(fit_dir, planted_s
     ref = ReferenceHMM(n_components=p.n_states, covariance_type=p.covariance_type)
     ref.n_features, ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = (
         p.n_features, p.start_prob, p.trans_mat, p.means, p.covars)
-    Z, lengths, _ = fit_dir.arrays()
+    runs = fit_dir.fitted_runs()
+    Z, lengths = runs.Z, runs.lengths
     smoothed = frame[[f"smoothed_{k}" for k in range(p.n_states)]].to_numpy()
     np.testing.assert_allclose(smoothed, ref.predict_proba(Z, lengths), atol=1e-8)
     # every transition of the fitted runs is an edge of their own map
@@ -87,7 +88,8 @@ def test_decode_cli_writes_the_table_and_refuses_a_bad_out(fit_dir, planted_set,
 # ------------------------------------------------------------------ streaming filter
 def test_streaming_filter_equals_offline_filtered_posteriors(fit_dir):
     params = fit_dir.params
-    Z, lengths, _ = fit_dir.arrays()
+    runs = fit_dir.fitted_runs()
+    Z, lengths = runs.Z, runs.lengths
     log_b = _log_emission(params, Z)
     with np.errstate(divide="ignore"):
         offline = filtered_posteriors(log_b, np.log(params.start_prob), np.log(params.trans_mat), lengths)
