@@ -96,6 +96,9 @@ class Analysis:
     split : dict run -> "train" | "val", or None
     uncertainty : dict or None
         Bayesian posterior summaries (structure in the module docstring).
+    robustness : dict or None
+        Share of resampled fits reproducing each edge, the fork and each detour
+        (:func:`bayes_trainmap.robustness.robustness_section`).
     """
 
     settings: dict[str, Any]
@@ -109,6 +112,7 @@ class Analysis:
     baselines: list[BaselineSelection] | None = None
     split: dict[str, str] | None = None
     uncertainty: dict[str, Any] | None = None
+    robustness: dict[str, Any] | None = None
 
     @property
     def detour_states(self) -> list[int]:
@@ -148,6 +152,7 @@ class Analysis:
                 "baselines": None if self.baselines is None else [b.to_dict() for b in self.baselines],
                 "split": self.split,
                 "uncertainty": self.uncertainty,
+                "robustness": self.robustness,
             }
         )
 
@@ -174,6 +179,7 @@ class Analysis:
             baselines=None if baselines is None else [BaselineSelection.from_dict(b) for b in baselines],
             split=d.get("split"),
             uncertainty=d.get("uncertainty"),
+            robustness=d.get("robustness"),
         )
 
 

@@ -97,6 +97,30 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     bayes.add_argument("--steps", type=int, help="optimisation steps")
     bayes.add_argument("--lr", type=float, help="learning rate")
     bayes.add_argument("--guide", help="variational family")
+    bayes.add_argument(
+        "--intervals",
+        choices=("bagged", "posterior"),
+        default="bagged",
+        help="interval method: BayesBag over runs (carries seed-to-seed variation) or the model's plain "
+        "posterior (default: %(default)s)",
+    )
+
+    robust = parser.add_argument_group("uncertainty and robustness (all modes)")
+    robust.add_argument(
+        "--interval", type=float, default=0.9, help="level of every interval in the report (default: %(default)s)"
+    )
+    robust.add_argument(
+        "--bootstrap",
+        type=int,
+        metavar="B",
+        help="resamples of the runs for the robustness section and the bagged intervals (default: 20; 0 skips)",
+    )
+    robust.add_argument(
+        "--k-resamples",
+        type=int,
+        metavar="R",
+        help="resamples of the K selection for the stability of K (default: 3; 0 skips)",
+    )
 
     analysis = parser.add_argument_group("convergence")
     analysis.add_argument("--outcome", help="outcome column defining convergence (default: eval_accuracy if present)")
@@ -190,6 +214,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             bayes_options=bayes_options,
             executor=executor,
+            intervals=args.intervals,
+            bootstrap=args.bootstrap,
+            k_resamples=args.k_resamples,
+            interval=args.interval,
         )
     options = {k: v for k, v in vars(args).items() if k != "handler"}
     pipeline.write_fit_dir(result, out, extra_config=options, report=not args.no_report)

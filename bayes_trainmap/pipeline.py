@@ -238,6 +238,10 @@ def fit(
     progress: bool = True,
     bayes_options: dict[str, Any] | None = None,
     executor: Executor | None = None,
+    intervals: str = "bagged",
+    bootstrap: int | None = None,
+    k_resamples: int | None = None,
+    interval: float = 0.9,
 ) -> FitResult:
     """Fit a Gaussian HMM to a trajectory set, choosing K by held-out BIC.
 
@@ -283,6 +287,17 @@ def fit(
     executor : bayes_trainmap.executors.Executor, optional
         Where the (K, restart) fits of the BIC sweep run (default: in this process);
         results do not depend on it.
+    intervals : {"bagged", "posterior"}
+        Interval method of the Bayesian modes: BayesBag over runs (default; carries
+        seed-to-seed variation) or the plain posterior of the model.
+    bootstrap : int, optional
+        Resamples of the runs for the robustness section (and the bagged intervals);
+        default :data:`bayes_trainmap.robustness.DEFAULT_BAGS`; 0 skips it.
+    k_resamples : int, optional
+        Resamples of the K selection for the stability of K (default
+        :data:`bayes_trainmap.robustness.DEFAULT_K_RESAMPLES`; 0 skips it).
+    interval : float
+        Level of every interval in the report.
 
     Returns
     -------
@@ -307,6 +322,16 @@ def fit(
             f"expected n_iter >= 1, tol >= 0 and min_covar > 0, got n_iter={n_iter}, tol={tol}, min_covar={min_covar}"
         )
     parse_states(states)  # reject a malformed request before touching the data
+    from bayes_trainmap import robustness
+
+    if intervals not in robustness.INTERVAL_METHODS:
+        raise BayesTrainmapError(f"unknown intervals {intervals!r}; expected one of {', '.join(robustness.INTERVAL_METHODS)}")
+    if not 0.0 < float(interval) < 1.0:
+        raise BayesTrainmapError(f"interval must be in (0, 1), got {interval}")
+    bootstrap = robustness.DEFAULT_BAGS if bootstrap is None else int(bootstrap)
+    k_resamples = robustness.DEFAULT_K_RESAMPLES if k_resamples is None else int(k_resamples)
+    if bootstrap < 0 or k_resamples < 0:
+        raise BayesTrainmapError(f"bootstrap and k_resamples must be >= 0, got {bootstrap} and {k_resamples}")
     posterior = _bayesian_backend(mode) if mode in BAYESIAN_MODES else None
     device = resolve_device(device)
     threshold = _resolve_threshold(threshold, task, ts)
@@ -370,9 +395,25 @@ def fit(
             device=device,
             seed=int(seed),
             progress=progress,
-            **dict(bayes_options or {}),
+            **{"interval": float(interval), **dict(bayes_options or {})},
         )
         params = dataclasses.replace(bayesian.params, feature_names=model_features, normalization=normalization)
+
+    convergence_steps = _convergence_steps(ts, outcome, threshold)
+    uncertainty = robustness_section = None
+    resampling: dict[str, Any] = {"n_bags": 0}
+    if analyze and outcome is not None and bootstrap > 0:
+        k_selection = None
+        if k_resamples > 0 and len(candidates) > 1:
+            k_selection = dict(
+                Z_train=Z_train, len_train=len_train, Z_val=Z_val, len_val=len_val, states=candidates,
+                n_resamples=k_resamples, covariance=covariance, n_iter=n_iter, tol=tol, min_covar=min_covar,
+                device=device,
+            )
+        uncertainty, robustness_section, resampling = robustness.seed_uncertainty(
+            mode, params, Z, lengths, convergence_steps, intervals=intervals, n_bags=bootstrap,
+            interval=float(interval), seed=int(seed), device=device, progress=progress, k_selection=k_selection,
+        )
 
     paths = _viterbi(params, Z, lengths)
     config = {
@@ -406,7 +447,12 @@ def fit(
         "outcome": outcome,
         "threshold": threshold,
         "task": task,
-        "bayes_options": dict(bayes_options or {}),
+        "bayes_options": _bayes_settings(mode, bayesian, bayes_options, intervals),
+        "interval": float(interval),
+        "intervals": intervals if mode in BAYESIAN_MODES else None,
+        "bootstrap": bootstrap,
+        "k_resamples": k_resamples,
+        "resampling": resampling,
         "split": {SPLIT_TRAIN: train_ids, SPLIT_VAL: val_ids},
     }
     result = FitResult(
@@ -429,7 +475,33 @@ def fit(
         result.analysis = _run_analysis(result, outcome=outcome, threshold=threshold, states_range=candidates)
         if result.analysis is not None and bayesian is not None and bayesian.uncertainty is not None:
             result.analysis.uncertainty = bayesian.uncertainty
+        if result.analysis is not None:
+            if uncertainty is not None:
+                result.analysis.uncertainty = uncertainty
+            result.analysis.robustness = robustness_section
     return result
+
+
+def _bayes_settings(mode: str, bayesian, options: dict[str, Any] | None, intervals: str) -> dict[str, Any]:
+    """Every Bayesian setting a fit used (defaults resolved), for ``config.json``."""
+    if bayesian is None:
+        return dict(options or {})
+    from bayes_trainmap import posterior
+
+    options = dict(options or {})
+    fit = bayesian.fit
+    return {
+        **options,
+        "mode": mode,
+        "intervals": intervals,
+        "steps": int(options.get("steps", posterior.DEFAULT_STEPS[mode])),
+        "lr": float(options.get("lr", posterior.DEFAULT_LR[mode])),
+        "guide": fit.guide_name,
+        "draws": int(options.get("draws", posterior.DEFAULT_DRAWS)) if mode == "svi" else None,
+        "steps_run": int(fit.n_steps),
+        "converged": bool(fit.converged),
+        "prior": fit.prior.to_dict(),
+    }
 
 
 def _bayesian_backend(mode: str):

@@ -45,6 +45,9 @@ Numbers that are undefined are ``null``; every other value is finite.
                       mean, sd}``
 ``baselines``         ``[{model, best_n_components, best_bic, curve: [...]}]`` or null
 ``uncertainty``       ``Analysis.uncertainty`` (see :mod:`bayes_trainmap.analysis`) or null
+``robustness``        ``Analysis.robustness`` (:func:`bayes_trainmap.robustness.robustness_section`:
+                      share of resampled fits reproducing each edge, the fork and each
+                      detour; the K chosen on resamples) or null
 ``warnings``          [str]
 ``figures``           ``{name: {png: relative path, svg: relative path}}``
 """
@@ -67,6 +70,15 @@ import pandas as pd
 
 from bayes_trainmap import __version__
 from bayes_trainmap.analysis import Analysis, analyze, validate_uncertainty
+from bayes_trainmap.robustness_report import (
+    interval_kind,
+    predictive_cell,
+    robustness_html,
+    robustness_markdown,
+    robustness_tables,
+    robustness_sentence,
+    uncertainty_sentence,
+)
 from bayes_trainmap.baselines import baselines_table, hmm_selection_from_curve
 from bayes_trainmap.errors import BayesTrainmapError, FitDirectoryError
 from bayes_trainmap.training_map import feature_label
@@ -270,6 +282,7 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
         },
         "baselines": None if analysis.baselines is None else [b.to_dict() for b in analysis.baselines],
         "uncertainty": analysis.uncertainty,
+        "robustness": analysis.robustness,
         "warnings": warnings_,
         "figures": figures or {},
     }
@@ -475,20 +488,25 @@ def _unc_states(report) -> dict:
 def _tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     """Every report table as (header, rows of strings); shared by Markdown, HTML and terminal."""
     unc = report.get("uncertainty")
-    level = f"{int(100 * unc['interval'])}%" if unc else ""
+    level = f"{int(round(100 * unc['interval']))}%" if unc else ""
+    kind = interval_kind(unc)
+    bagged = kind == "bagged"
     t1 = report["table1"]
     header = ["R²", "p-value", "dissimilarity", "forking"]
     row = [_fmt(t1["r_squared"]), _fmt_p(t1["p_value"]), _fmt(t1["dissimilarity"]), "✓" if t1["forking"] else "–"]
     if unc:
         r2 = unc["r_squared"]
-        header.append(f"R² posterior {level}")
+        header.append(f"R² {kind} {level}")
         row.append(f"{_fmt(r2['median'])} {_fmt_interval(r2['lo'], r2['hi'])}")
+        if bagged:
+            header.append(f"R² predictive {level}")
+            row.append(predictive_cell(r2, "pred_lo", "pred_hi", lambda v: f"{v:.2f}"))
     tables = {"table1": (header, [row])}
 
     ustates = _unc_states(report)
     header = ["state", "occupancy", "runs", "mean dwell", "start/end", "top features", "coefficient", "95% CI", "detour"]
     if unc:
-        header += [f"coef. posterior {level}", "P(detour)"]
+        header += [f"coef. {kind} {level}"] + ([f"coef. predictive {level}"] if bagged else []) + ["P(detour)"]
     rows = []
     for s in report["states"]:
         ends = "/".join(x for x, flag in (("start", s["is_initial"]), ("end", s["is_final"])) if flag) or "–"
@@ -505,17 +523,17 @@ def _tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
         ]
         if unc:
             u = ustates.get(s["state"], {})
-            r += [
-                f"{_fmt(u.get('coef_median'), 2)} {_fmt_interval(u.get('coef_lo'), u.get('coef_hi'))}" if u else "–",
-                _fmt(u.get("p_detour"), 2) if u else "–",
-            ]
+            r += [f"{_fmt(u.get('coef_median'), 2)} {_fmt_interval(u.get('coef_lo'), u.get('coef_hi'))}" if u else "–"]
+            if bagged:
+                r.append(predictive_cell(u, "coef_pred_lo", "coef_pred_hi", lambda v: f"{v:.2f}"))
+            r.append(_fmt(u.get("p_detour"), 2) if u else "–")
         rows.append(r)
     tables["states"] = (header, rows)
 
     uedges = _unc_edges(report)
     header = ["edge", "p(k|j)", "runs", "convergence (mean ± sd)", "label (top features, μk − μj)"]
     if unc:
-        header += ["P(edge)", f"p(k|j) {level}"]
+        header += ["P(edge)", f"p(k|j) {kind} {level}"] + ([f"runs predictive {level}"] if bagged else [])
     rows = []
     for e in report["edges"]:
         conv = "–" if e["conv_mean"] is None else f"{e['conv_mean']:.0f}" + ("" if e["conv_sd"] is None else f" ± {e['conv_sd']:.0f}")
@@ -526,15 +544,19 @@ def _tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
                 _fmt(u.get("p_exists"), 2) if u else "–",
                 _fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3) if u else "–",
             ]
+            if bagged:
+                r.append(predictive_cell(u, "n_runs_lo", "n_runs_hi", lambda v: f"{v:.0f}"))
         rows.append(r)
     if unc:
         known = {(e["source"], e["target"]) for e in report["edges"]}
         for (a, b), u in sorted(uedges.items()):
             if (a, b) in known:
                 continue
+            extra = [predictive_cell(u, "n_runs_lo", "n_runs_hi", lambda v: f"{v:.0f}")] if bagged else []
             rows.append(
-                [f"{a} → {b}", "–", "–", "–", "posterior draws only (not on the point estimate's Viterbi paths)",
+                [f"{a} → {b}", "–", "–", "–", f"{kind} fits only (not on the point estimate's Viterbi paths)",
                  _fmt(u.get("p_exists"), 2), _fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3)]
+                + extra
             )
     tables["edges"] = (header, rows)
 
@@ -636,15 +658,11 @@ def render_markdown(report: dict) -> str:
         out += ["The number of states was fixed, so there is no selection curve to show.", ""]
     if report.get("uncertainty"):
         u = report["uncertainty"]
-        out += [
-            "## Posterior uncertainty",
-            "",
-            f"{u['n_draws']} posterior draws, {int(100 * u['interval'])}% central credible intervals; "
-            f"ambiguous state alignment in {100 * (u['alignment_ambiguous_rate'] or 0):.1f}% of draws.",
-            "",
-        ]
+        out += ["## Uncertainty", "", uncertainty_sentence(u), ""]
         if "elbo" in fig:
             out += [f"![ELBO]({fig['elbo']['png']})", ""]
+    if report.get("robustness"):
+        out += robustness_markdown(report["robustness"], _md_table)
     out += ["---", "", f"Re-render with `python -m bayes_trainmap report <FITDIR>` (bayes_trainmap {report['package_version']}).", ""]
     return "\n".join(out)
 
@@ -687,7 +705,8 @@ def render_html(report: dict, fit_dir) -> str:
         f'<p class="lead">{e(_headline(report))}</p>',
         '<nav><a href="#summary">Summary</a><a href="#map">Training map</a><a href="#detours">Detours</a>'
         '<a href="#timeline">Timeline</a><a href="#selection">Model selection</a>'
-        + ('<a href="#posterior">Posterior</a>' if report.get("uncertainty") else "")
+        + ('<a href="#posterior">Uncertainty</a>' if report.get("uncertainty") else "")
+        + ('<a href="#robustness">Robustness</a>' if report.get("robustness") else "")
         + "</nav>",
     ]
     parts += [f'<div class="warning"><strong>Warning:</strong> {e(w)}</div>' for w in report["warnings"]]
@@ -744,12 +763,12 @@ def render_html(report: dict, fit_dir) -> str:
     unc = report.get("uncertainty")
     if unc:
         parts += [
-            '<h2 id="posterior">Posterior uncertainty</h2>',
-            f"<p>{unc['n_draws']} posterior draws; {int(100 * unc['interval'])}% central credible intervals are shown "
-            f"in every table above. State alignment across draws was ambiguous in "
-            f"{100 * (unc['alignment_ambiguous_rate'] or 0):.1f}% of draws.</p>",
+            '<h2 id="posterior">Uncertainty</h2>',
+            f"<p>{e(uncertainty_sentence(unc))} The intervals are shown in every table above.</p>",
             _img(fd_path, fig.get("elbo"), "ELBO trace", "SVI objective per iteration."),
         ]
+    if report.get("robustness"):
+        parts += robustness_html(report["robustness"], _html_table)
     parts.append(
         f'<p class="note">Generated by bayes_trainmap {e(report["package_version"])} from the fit directory alone; '
         "re-render with <code>python -m bayes_trainmap report FITDIR</code>. Every number is in "
@@ -804,6 +823,12 @@ def render_terminal(fit_dir, *, width: int | None = None) -> str:
     console.print(f"Detour states: {', '.join(map(str, detours)) if detours else 'none'}")
     if t["table4"][1]:
         console.print(_rich_table("Table 4 row (BIC comparable only within a model class)", *t["table4"]))
+    if report.get("uncertainty"):
+        console.print(uncertainty_sentence(report["uncertainty"]), soft_wrap=True)
+    if report.get("robustness"):
+        console.print(robustness_sentence(report["robustness"]), soft_wrap=True)
+        for title, header, rows in robustness_tables(report["robustness"]):
+            console.print(_rich_table(f"Robustness: {title}", header, rows))
     return console.export_text()
 
 
