@@ -283,7 +283,8 @@ def fit(
     progress : bool
         Show progress bars.
     bayes_options : dict, optional
-        Extra keyword arguments for the Bayesian modes (draws, steps, lr, guide).
+        Extra keyword arguments for the Bayesian modes (draws, steps, lr, guide), and
+        ``bag_steps``: L-BFGS iterations of the MAP refit per bag (default 200).
     executor : bayes_trainmap.executors.Executor, optional
         Where the (K, restart) fits of the BIC sweep run (default: in this process);
         results do not depend on it.
@@ -382,6 +383,8 @@ def fit(
         selection.best_model.params_, feature_names=model_features, normalization=normalization
     )
 
+    bayes_options = dict(bayes_options or {})
+    bag_steps = int(bayes_options.pop("bag_steps", 200))
     bayesian = None
     if posterior is not None:
         bayesian = posterior.fit_bayesian(
@@ -395,9 +398,15 @@ def fit(
             device=device,
             seed=int(seed),
             progress=progress,
-            **{"interval": float(interval), **dict(bayes_options or {})},
+            **{"interval": float(interval), **bayes_options},
         )
         params = dataclasses.replace(bayesian.params, feature_names=model_features, normalization=normalization)
+        if mode == "svi" and not bayesian.fit.converged:
+            logger.warning(
+                "SVI stopped after %d steps without meeting its convergence test; the posterior may not have "
+                "converged (raise --steps)",
+                bayesian.fit.n_steps,
+            )
 
     convergence_steps = _convergence_steps(ts, outcome, threshold)
     uncertainty = robustness_section = None
@@ -413,6 +422,7 @@ def fit(
         uncertainty, robustness_section, resampling = robustness.seed_uncertainty(
             mode, params, Z, lengths, convergence_steps, intervals=intervals, n_bags=bootstrap,
             interval=float(interval), seed=int(seed), device=device, progress=progress, k_selection=k_selection,
+            map_steps=bag_steps,
         )
 
     paths = _viterbi(params, Z, lengths)
@@ -447,7 +457,7 @@ def fit(
         "outcome": outcome,
         "threshold": threshold,
         "task": task,
-        "bayes_options": _bayes_settings(mode, bayesian, bayes_options, intervals),
+        "bayes_options": _bayes_settings(mode, bayesian, {**bayes_options, "bag_steps": bag_steps}, intervals),
         "interval": float(interval),
         "intervals": intervals if mode in BAYESIAN_MODES else None,
         "bootstrap": bootstrap,
@@ -485,7 +495,7 @@ def fit(
 def _bayes_settings(mode: str, bayesian, options: dict[str, Any] | None, intervals: str) -> dict[str, Any]:
     """Every Bayesian setting a fit used (defaults resolved), for ``config.json``."""
     if bayesian is None:
-        return dict(options or {})
+        return {}
     from bayes_trainmap import posterior
 
     options = dict(options or {})

@@ -71,6 +71,7 @@ import pandas as pd
 from bayes_trainmap import __version__
 from bayes_trainmap.analysis import Analysis, analyze, validate_uncertainty
 from bayes_trainmap.robustness_report import (
+    convergence_warnings,
     interval_kind,
     predictive_cell,
     robustness_html,
@@ -78,6 +79,7 @@ from bayes_trainmap.robustness_report import (
     robustness_tables,
     robustness_sentence,
     uncertainty_sentence,
+    uncertainty_title,
 )
 from bayes_trainmap.baselines import baselines_table, hmm_selection_from_curve
 from bayes_trainmap.errors import BayesTrainmapError, FitDirectoryError
@@ -240,6 +242,7 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
     unvisited = [int(s["state"]) for s in states if s["n_runs"] == 0]
     if unvisited:
         warnings_.append(f"state(s) {unvisited} are never visited by any Viterbi path")
+    warnings_ += convergence_warnings(config)
     if analysis.uncertainty is not None:
         validate_uncertainty(analysis.uncertainty)
 
@@ -554,7 +557,7 @@ def _tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
                 continue
             extra = [predictive_cell(u, "n_runs_lo", "n_runs_hi", lambda v: f"{v:.0f}")] if bagged else []
             rows.append(
-                [f"{a} → {b}", "–", "–", "–", f"{kind} fits only (not on the point estimate's Viterbi paths)",
+                [f"{a} → {b}", "–", "–", "–", ("bagged fits only" if bagged else "posterior draws only") + " (not on the point estimate's Viterbi paths)",
                  _fmt(u.get("p_exists"), 2), _fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3)]
                 + extra
             )
@@ -658,7 +661,7 @@ def render_markdown(report: dict) -> str:
         out += ["The number of states was fixed, so there is no selection curve to show.", ""]
     if report.get("uncertainty"):
         u = report["uncertainty"]
-        out += ["## Uncertainty", "", uncertainty_sentence(u), ""]
+        out += [f"## {uncertainty_title(u)}", "", uncertainty_sentence(u), ""]
         if "elbo" in fig:
             out += [f"![ELBO]({fig['elbo']['png']})", ""]
     if report.get("robustness"):
@@ -763,7 +766,7 @@ def render_html(report: dict, fit_dir) -> str:
     unc = report.get("uncertainty")
     if unc:
         parts += [
-            '<h2 id="posterior">Uncertainty</h2>',
+            f'<h2 id="posterior">{e(uncertainty_title(unc))}</h2>',
             f"<p>{e(uncertainty_sentence(unc))} The intervals are shown in every table above.</p>",
             _img(fd_path, fig.get("elbo"), "ELBO trace", "SVI objective per iteration."),
         ]

@@ -15,9 +15,11 @@ import html
 from typing import Any
 
 __all__ = [
+    "convergence_warnings",
     "ROBUSTNESS_NOTE",
     "interval_kind",
     "uncertainty_sentence",
+    "uncertainty_title",
     "robustness_tables",
     "robustness_sentence",
     "robustness_markdown",
@@ -38,6 +40,11 @@ def interval_kind(unc: dict | None) -> str:
     return "bagged" if str(unc.get("method", "")).startswith("bagged") else "posterior"
 
 
+def uncertainty_title(unc: dict) -> str:
+    """Section title naming the interval method."""
+    return "Bagged uncertainty (BayesBag over seeds)" if interval_kind(unc) == "bagged" else "Posterior uncertainty"
+
+
 def uncertainty_sentence(unc: dict) -> str:
     """What the intervals of the ``uncertainty`` dict are, in one paragraph."""
     level = f"{int(round(100 * unc['interval']))}%"
@@ -56,6 +63,26 @@ def uncertainty_sentence(unc: dict) -> str:
         f"(checkpoints independent given the state; this does not carry seed-to-seed variation, see the "
         f"robustness section); ambiguous state alignment in {100 * (unc.get('alignment_ambiguous_rate') or 0):.1f}% of draws."
     )
+
+
+def convergence_warnings(config: dict) -> list[str]:
+    """Report warnings for a Bayesian fit or resampled refits that stopped at their iteration limit."""
+    out = []
+    bayes = config.get("bayes_options") or {}
+    if bayes.get("converged") is False:
+        what = "MAP (L-BFGS)" if bayes.get("mode") == "map" else "SVI"
+        out.append(
+            f"the {what} fit stopped at its iteration limit after {bayes.get('steps_run')} steps without meeting "
+            f"its convergence test; raise --steps"
+        )
+    resampling = config.get("resampling") or {}
+    share = resampling.get("converged_share")
+    if share is not None and share < 1.0:
+        out.append(
+            f"{100 * (1 - share):.0f}% of the {resampling.get('n_bags')} refits on resampled runs stopped at their "
+            "iteration limit"
+        )
+    return out
 
 
 def _pct(v) -> str:
@@ -109,8 +136,3 @@ def predictive_cell(entry: dict | None, lo: str, hi: str, fmt) -> str:
     if not entry or entry.get(lo) is None or entry.get(hi) is None:
         return "–"
     return f"[{fmt(entry[lo])}, {fmt(entry[hi])}]"
-
-
-def summary_rows(unc: dict[str, Any]) -> list[str]:
-    """Terminal lines saying what the intervals are."""
-    return [uncertainty_sentence(unc)]

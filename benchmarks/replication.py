@@ -148,7 +148,7 @@ def main(argv=None) -> None:
     parser.add_argument("--svi-steps", type=int, default=1000)
     parser.add_argument("--map-steps", type=int, default=200)
     parser.add_argument("--draws", type=int, default=100)
-    parser.add_argument("--bag-restarts", type=int, default=0, help="k-means restarts per refit besides the warm start")
+    parser.add_argument("--bag-restarts", type=int, default=2, help="k-means restarts per refit besides the warm start")
     parser.add_argument("--quick", action="store_true", help="2 splits, 8 bags, SVI 300 steps, 50 draws")
     parser.add_argument("--out", default=None, help="write the tables as JSON")
     opts = parser.parse_args(argv)

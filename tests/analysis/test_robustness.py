@@ -159,7 +159,7 @@ def test_bad_arguments_are_rejected():
 
 
 def test_robustness_section_in_every_mode(planted_set, tmp_path):
-    for mode, options in (("mle", {}), ("map", {"steps": 30})):
+    for mode, options in (("mle", {}), ("map", {"steps": 30, "bag_steps": 15})):
         result = pipeline.fit(
             planted_set, mode=mode, states="2-3", restarts=1, progress=False, bootstrap=4, k_resamples=2,
             bayes_options=options,
@@ -177,6 +177,11 @@ def test_robustness_section_in_every_mode(planted_set, tmp_path):
         assert config["bootstrap"] == 4 and config["interval"] == 0.9
         if mode == "map":
             assert report["uncertainty"]["method"].startswith("bagged")
-            assert config["bayes_options"]["intervals"] == "bagged" and "converged" in config["bayes_options"]
+            settings = config["bayes_options"]
+            assert settings["intervals"] == "bagged" and settings["bag_steps"] == 15 and "converged" in settings
+            # 30 L-BFGS iterations do not converge here: the warning reaches report.json and the HTML.
+            if not settings["converged"]:
+                assert any("iteration limit" in w for w in report["warnings"])
+                assert "iteration limit" in (out / "report.html").read_text()
         else:
             assert report["uncertainty"] is None and config["resampling"]["fitter"] == "mle"
