@@ -96,10 +96,10 @@ def draws_from_bags(bags, *, predictive: bool) -> IntervalDraws:
     r2 = bags.stack("r_squared")
     if predictive:
         edge = count_predictive(bags.stack("edge_runs"), N) / N
-        trans = predictive_draws(trans, ref.trans_mat, lower=0, upper=1)
-        means = predictive_draws(means, ref.means)
-        coefs = predictive_draws(coefs, ref.coefficients)
-        r2 = predictive_draws(r2, np.asarray(ref.r_squared), lower=0, upper=1)
+        trans = predictive_draws(trans, lower=0, upper=1)
+        means = predictive_draws(means)
+        coefs = predictive_draws(coefs)
+        r2 = predictive_draws(r2, lower=0, upper=1)
     kind = "predictive" if predictive else "bagged"
     return IntervalDraws(edge, trans, means, coefs, r2, bags.stack("detour"), f"{bags.fitter} {kind}")
 

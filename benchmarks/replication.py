@@ -15,7 +15,7 @@ Interval methods (all at ``--level``):
   replacement, Baum-Welch refit at K per resample, states matched by role): the
   percentile interval of the estimate, i.e. the reference width;
 * ``bootstrap predictive`` -- the same resamples as predictive draws for a new set of
-  N seeds (``T_b + T_b' - T_hat``);
+  N seeds (``T_b + T_b' - median T``);
 * ``svi posterior`` -- the package's plain SVI posterior (MAP warm start, guide "auto",
   ``--svi-steps`` steps, ``--draws`` draws decoded by Viterbi): the baseline;
 * ``bagged predictive`` -- the package's default (BayesBag: Pyro-model MAP per bag of

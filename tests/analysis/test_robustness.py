@@ -78,14 +78,16 @@ def test_match_by_role_undoes_a_relabelling():
 def test_predictive_draws_double_the_variance_and_skip_self_pairs():
     rng = np.random.default_rng(0)
     bags = rng.normal(2.0, 1.5, size=(60, 3))
-    point = np.array([2.0, 2.0, 2.0])
-    draws = predictive_draws(bags, point)
+    draws = predictive_draws(bags)
     assert draws.shape == (60 * 59, 3)
-    # T_b + T_b' - T_hat with independent b, b': variance 2 sigma^2 (Monte Carlo oracle).
+    # T_b + T_b' - median(T) with independent b, b': variance 2 sigma^2 (Monte Carlo oracle);
+    # over all ordered pairs the mean is exactly 2 mean(T) - median(T).
     np.testing.assert_allclose(draws.var(axis=0) / bags.var(axis=0), 2.0, rtol=0.1)
-    # No pair of a bag with itself: 2 T_b - T_hat never appears as a draw.
-    assert not np.isin(np.round(2 * bags[:, 0] - 2.0, 12), np.round(draws[:, 0], 12)).any()
-    assert predictive_draws(bags, point, lower=0, upper=3).min() >= 0
+    np.testing.assert_allclose(draws.mean(axis=0), 2 * bags.mean(axis=0) - np.median(bags, axis=0), atol=1e-9)
+    # No pair of a bag with itself: 2 T_b - median(T) never appears as a draw.
+    centre = np.median(bags[:, 0])
+    assert not np.isin(np.round(2 * bags[:, 0] - centre, 12), np.round(draws[:, 0], 12)).any()
+    assert predictive_draws(bags, lower=0, upper=3).min() >= 0
 
 
 def test_count_predictive_is_the_jeffreys_beta_binomial():
