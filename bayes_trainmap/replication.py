@@ -169,7 +169,7 @@ def score_split(method: IntervalDraws, reference: IntervalDraws, ref_a: MapQuant
 
 def split_half(
     Z, lengths, convergence_steps, n_states: int, *, seed: int, methods, n_bags: int = 20, level: float = 0.9,
-    covariance: str = "full", restarts: int = 5, bag_restarts: int = 0,
+    covariance: str = "full", restarts: int = 5, bag_restarts: int = 0, decode: str = "viterbi",
 ):
     """One random split: fit both halves, compute every method's intervals on A, score on B.
 
@@ -189,6 +189,9 @@ def split_half(
     n_bags, level, covariance, restarts
     bag_restarts : int
         k-means restarts per bootstrap refit besides the warm start (see :func:`refit`).
+    decode : {"viterbi", "sample"}
+        Decoding of the bootstrap's bags (see :func:`resample_fits`); A's and B's own
+        values always use Viterbi paths, the map's definition.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     N = lengths.size
@@ -206,7 +209,9 @@ def split_half(
     params_b, _ = refit(Zb, lb, params_a, fitter="mle")
     q_b = map_quantities(params_b, Zb, lb, sb)
     q_b = q_b.permute(match_by_role(ref_a, q_b))
-    boot = resample_fits(params_a, Za, la, sa, n_bags=n_bags, fitter="mle", seed=seed, restarts=bag_restarts)
+    boot = resample_fits(
+        params_a, Za, la, sa, n_bags=n_bags, fitter="mle", seed=seed, restarts=bag_restarts, decode=decode
+    )
     reference = draws_from_bags(boot, predictive=False)
     scored = {
         "bootstrap": score_split(reference, reference, ref_a, q_b, level=level),

@@ -377,6 +377,7 @@ def resample_fits(
     fitter: str = "mle",
     seed: int = 0,
     progress: bool = False,
+    decode: str = "viterbi",
     **fit_options,
 ) -> BagResult:
     """Bootstrap (``fitter="mle"``) or BayesBag-MAP (``"map"``) refits over runs.
@@ -392,6 +393,10 @@ def resample_fits(
     fitter : {"mle", "map"}
     seed : int
     progress : bool
+    decode : {"viterbi", "sample"}
+        How each bag's runs are decoded: Viterbi paths (the map's definition), or one
+        forward-filtering backward-sampling path per run, so that a run whose state
+        boundary is uncertain under the bag's fit contributes that uncertainty.
     **fit_options
         Passed to :func:`refit` (``n_iter``, ``tol``, ``min_covar``, ``steps``,
         ``device``, ``prior``, ``restarts``).
@@ -413,7 +418,9 @@ def resample_fits(
     for b in tqdm(range(int(n_bags)), desc=f"resamples ({fitter})", disable=not progress, leave=False):
         Zb, lb = resample_runs(Z, lengths, indices[b])
         params, ok = refit(Zb, lb, reference_params, fitter=fitter, seed=seed + b, **fit_options)
-        q = map_quantities(params, Zb, lb, None if steps is None else steps[indices[b]])
+        q = map_quantities(
+            params, Zb, lb, None if steps is None else steps[indices[b]], decode=decode, rng=rng
+        )
         bags.append(q.permute(match_by_role(reference, q)))
         converged.append(ok)
     return BagResult(reference, bags, indices, np.asarray(converged, dtype=bool), fitter)

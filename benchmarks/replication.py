@@ -75,7 +75,7 @@ def bagged_method(opts):
     def make(params_a, Za, la, sa, _boot):
         bags = resample_fits(
             params_a, Za, la, sa, n_bags=opts.bags, fitter="map", seed=1, steps=opts.map_steps,
-            restarts=opts.bag_restarts,
+            restarts=opts.bag_restarts, decode=opts.decode,
         )
         return draws_from_bags(bags, predictive=True)
 
@@ -97,7 +97,7 @@ def run_set(name: str, opts) -> dict:
     for split in range(opts.splits):
         scored = split_half(
             result.Z, result.lengths, steps, K, seed=1000 + split, methods=methods, n_bags=opts.bags, level=opts.level,
-            bag_restarts=opts.bag_restarts,
+            bag_restarts=opts.bag_restarts, decode=opts.decode,
         )
         for method, classes in scored.items():
             for cls, vals in classes.items():
@@ -148,6 +148,8 @@ def main(argv=None) -> None:
     parser.add_argument("--svi-steps", type=int, default=1000)
     parser.add_argument("--map-steps", type=int, default=200)
     parser.add_argument("--draws", type=int, default=100)
+    parser.add_argument("--decode", choices=["viterbi", "sample"], default="viterbi",
+                        help="decoding of the resampled fits' runs (Viterbi or FFBS sampled paths)")
     parser.add_argument("--bag-restarts", type=int, default=2, help="k-means restarts per refit besides the warm start")
     parser.add_argument("--quick", action="store_true", help="2 splits, 8 bags, SVI 300 steps, 50 draws")
     parser.add_argument("--out", default=None, help="write the tables as JSON")

@@ -187,3 +187,39 @@ def test_robustness_section_in_every_mode(planted_set, tmp_path):
                 assert "iteration limit" in (out / "report.html").read_text()
         else:
             assert report["uncertainty"] is None and config["resampling"]["fitter"] == "mle"
+
+
+def test_sampled_paths_give_the_posterior_probability_of_using_an_edge():
+    """FFBS decoding in map_quantities against brute-force enumeration of every path."""
+    from scipy.special import logsumexp
+
+    from inference.emissions import gaussian_log_likelihood
+
+    params = HMMParams(
+        start_prob=np.array([0.7, 0.3]),
+        trans_mat=np.array([[0.8, 0.2], [0.3, 0.7]]),
+        means=np.array([[0.0], [1.0]]),
+        covars=np.array([[0.6], [0.6]]),
+        covariance_type="diag",
+        feature_names=["x"],
+    )
+    z = np.array([[0.1], [0.6], [0.4], [0.9], [0.3]])
+    T, K = z.shape[0], 2
+    log_b = gaussian_log_likelihood(z, params.means, params.covars, "diag")
+    paths = np.array(list(itertools.product(range(K), repeat=T)))
+    joint = np.log(params.start_prob[paths[:, 0]]) + log_b[0, paths[:, 0]]
+    for t in range(1, T):
+        joint += np.log(params.trans_mat[paths[:, t - 1], paths[:, t]]) + log_b[t, paths[:, t]]
+    post = np.exp(joint - logsumexp(joint))
+    uses = np.array([[np.any((p[:-1] == j) & (p[1:] == k)) for p in paths] for j in range(K) for k in range(K)])
+    exact = (uses * post).sum(axis=1).reshape(K, K)
+
+    n = 20000  # the same run repeated: edge_runs / n estimates P(the run's path uses the edge)
+    q = map_quantities(params, np.tile(z, (n, 1)), np.full(n, T), decode="sample", rng=np.random.default_rng(0))
+    freq = q.edge_runs / n
+    se = np.sqrt(exact * (1 - exact) / n)
+    off = ~np.eye(K, dtype=bool)
+    assert np.all(np.abs(freq - exact)[off] <= 4.5 * se[off] + 1e-3)
+    # Viterbi gives one path: every edge used by all copies or by none.
+    viterbi = map_quantities(params, np.tile(z, (50, 1)), np.full(50, T)).edge_runs
+    assert set(np.unique(viterbi)) <= {0, 50}
