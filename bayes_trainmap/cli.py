@@ -113,13 +113,13 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         "--bootstrap",
         type=int,
         metavar="B",
-        help="resamples of the runs for the robustness section and the bagged intervals (default: 20; 0 skips)",
+        help="resamples of the runs for the robustness section and the bagged intervals (default: 16; 0 skips)",
     )
     robust.add_argument(
         "--k-resamples",
         type=int,
         metavar="R",
-        help="resamples of the K selection for the stability of K (default: 3; 0 skips)",
+        help="resamples of the K selection for the stability of K (default: 2; 0 skips)",
     )
 
     analysis = parser.add_argument_group("convergence")

@@ -77,7 +77,7 @@ logger = logging.getLogger(__name__)
 
 FITTERS = ("mle", "map")
 #: Bags (resamples of the runs) of the default report.
-DEFAULT_BAGS = 20
+DEFAULT_BAGS = 16
 #: k-means restarts per refit besides the warm start: lets a resample find another
 #: configuration of the states (``benchmarks/replication.py``: split-half coverage of
 #: the state means 83% -> 89% on sparse_parities with 2 restarts).
@@ -661,7 +661,7 @@ def robustness_section(result: BagResult, *, k_choices=None, chosen_k: int | Non
 # ---------------------------------------------------------------------------
 
 #: Resamples of the K selection in the default report (one restart per K each).
-DEFAULT_K_RESAMPLES = 3
+DEFAULT_K_RESAMPLES = 2
 INTERVAL_METHODS = ("bagged", "posterior")
 
 

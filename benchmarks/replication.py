@@ -137,6 +137,26 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(reports: list[dict], methods=None) -> str:
+    """One Markdown table: a row per data set and method, a column per quantity class."""
+    head = "| set (K) | method | " + " | ".join(c.replace("_", " ") for c in CLASSES) + " |"
+    lines = [head, "|" + "---|" * (len(CLASSES) + 2)]
+    for report in reports:
+        for method, row in report["table"].items():
+            if methods and method not in methods:
+                continue
+            cells = []
+            for c in CLASSES:
+                cell = row[c]
+                if cell["coverage"] is None:
+                    cells.append("–")
+                    continue
+                width = "" if cell["width_ratio"] is None else f" ({cell['width_ratio']:.2f}x)"
+                cells.append(f"{100 * cell['coverage']:.0f}%{width}")
+            lines.append(f"| {report['set']} ({report['K']}) | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=[*REAL_SETS, "simulated"])
@@ -153,7 +173,12 @@ def main(argv=None) -> None:
     parser.add_argument("--bag-restarts", type=int, default=2, help="k-means restarts per refit besides the warm start")
     parser.add_argument("--quick", action="store_true", help="2 splits, 8 bags, SVI 300 steps, 50 draws")
     parser.add_argument("--out", default=None, help="write the tables as JSON")
+    parser.add_argument("--markdown", nargs="+", metavar="JSON", help="print saved --out files as one Markdown table")
     opts = parser.parse_args(argv)
+    if opts.markdown:
+        reports = [r for path in opts.markdown for r in json.load(open(path))["reports"]]
+        print(markdown(reports))
+        return
     if opts.quick:
         opts.splits, opts.bags, opts.svi_steps, opts.draws = 2, 8, 300, 50
     logging.basicConfig(level=logging.ERROR)
