@@ -31,6 +31,17 @@ central credible intervals of mass ``interval``)::
 
 When present, every report table shows the intervals and the figures use them
 (edge opacity by ``p_exists``, a forest plot of coefficients, the ELBO trace).
+
+With the default ``--intervals bagged`` the dict comes from
+:func:`bayes_trainmap.robustness.summarize_bags` instead: the same keys, plus
+``method`` and ``labels`` (what each interval is), ``n_bags``, ``bags_converged``,
+``p_forking``, and posterior-predictive bounds for a new set of N seeds
+(``trans_prob_pred_lo/hi`` per edge, ``coef_pred_lo/hi`` per state, ``pred_lo/hi``
+of ``r_squared``); its ``n_runs_lo/hi`` are predictive intervals.
+
+``Analysis.robustness`` (every mode, :func:`bayes_trainmap.robustness.robustness_section`)
+holds the share of resampled fits reproducing each edge, the fork and each detour,
+and the K chosen on resamples of the selection.
 """
 
 from __future__ import annotations

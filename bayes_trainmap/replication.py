@@ -33,9 +33,9 @@ import numpy as np
 from bayes_trainmap.errors import BayesTrainmapError
 from bayes_trainmap.robustness import (
     MapQuantities,
+    count_predictive,
     map_quantities,
     match_by_role,
-    count_predictive,
     predictive_draws,
     refit,
     resample_fits,
@@ -88,7 +88,7 @@ def fit_half(Z, lengths, n_states: int, *, covariance: str = "full", restarts: i
 
 def draws_from_bags(bags, *, predictive: bool) -> IntervalDraws:
     """Interval draws from :func:`resample_fits`: bag values, or predictive draws."""
-    ref, N = bags.reference, bags.reference.n_runs
+    N = bags.reference.n_runs
     edge = bags.stack("edge_runs") / N
     trans = bags.stack("trans_mat")
     means = bags.stack("means")

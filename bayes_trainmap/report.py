@@ -491,7 +491,7 @@ def _unc_states(report) -> dict:
 def _tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     """Every report table as (header, rows of strings); shared by Markdown, HTML and terminal."""
     unc = report.get("uncertainty")
-    level = f"{int(round(100 * unc['interval']))}%" if unc else ""
+    level = f"{round(100 * unc['interval'])}%" if unc else ""
     kind = interval_kind(unc)
     bagged = kind == "bagged"
     t1 = report["table1"]

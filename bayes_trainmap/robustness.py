@@ -51,26 +51,27 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from bayes_trainmap.detours import convergence_regression, occupancy as occupancy_fractions
+from bayes_trainmap.detours import convergence_regression
+from bayes_trainmap.detours import occupancy as occupancy_fractions
 from bayes_trainmap.dissimilarity import is_forking
 from bayes_trainmap.errors import BayesTrainmapError
 
 __all__ = [
-    "FITTERS",
     "DEFAULT_BAGS",
-    "MapQuantities",
+    "FITTERS",
     "BagResult",
-    "map_quantities",
-    "quantities_from_paths",
+    "MapQuantities",
+    "count_predictive",
     "decode_paths",
+    "map_quantities",
     "match_by_role",
-    "resample_runs",
+    "predictive_draws",
+    "quantities_from_paths",
     "refit",
     "resample_fits",
-    "predictive_draws",
-    "count_predictive",
-    "summarize_bags",
+    "resample_runs",
     "robustness_section",
+    "summarize_bags",
 ]
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class MapQuantities:
     def n_states(self) -> int:
         return int(self.means.shape[0])
 
-    def permute(self, order: np.ndarray) -> "MapQuantities":
+    def permute(self, order: np.ndarray) -> MapQuantities:
         """Relabel: new state ``k`` is old state ``order[k]``."""
         o = np.asarray(order, dtype=np.int64)
         return MapQuantities(

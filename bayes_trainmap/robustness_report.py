@@ -12,18 +12,17 @@ the Markdown, HTML and terminal output.
 from __future__ import annotations
 
 import html
-from typing import Any
 
 __all__ = [
-    "convergence_warnings",
     "ROBUSTNESS_NOTE",
+    "convergence_warnings",
     "interval_kind",
+    "robustness_html",
+    "robustness_markdown",
+    "robustness_sentence",
+    "robustness_tables",
     "uncertainty_sentence",
     "uncertainty_title",
-    "robustness_tables",
-    "robustness_sentence",
-    "robustness_markdown",
-    "robustness_html",
 ]
 
 ROBUSTNESS_NOTE = (
@@ -47,7 +46,7 @@ def uncertainty_title(unc: dict) -> str:
 
 def uncertainty_sentence(unc: dict) -> str:
     """What the intervals of the ``uncertainty`` dict are, in one paragraph."""
-    level = f"{int(round(100 * unc['interval']))}%"
+    level = f"{round(100 * unc['interval'])}%"
     if interval_kind(unc) == "bagged":
         labels = unc.get("labels", {})
         return (

@@ -41,12 +41,17 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bayes_trainmap import pipeline  # noqa: E402
-from bayes_trainmap.data import demo_trajectories  # noqa: E402
-from bayes_trainmap.replication import CLASSES, draws_from_bags, draws_from_posterior, split_half  # noqa: E402
-from bayes_trainmap.robustness import resample_fits  # noqa: E402
+from bayes_trainmap import pipeline
+from bayes_trainmap.data import demo_trajectories
+from bayes_trainmap.replication import (
+    CLASSES,
+    draws_from_bags,
+    draws_from_posterior,
+    split_half,
+)
+from bayes_trainmap.robustness import resample_fits
 
 REAL_SETS = ("sparse_parities", "digits", "modular_addition")
 
@@ -122,8 +127,11 @@ def run_set(name: str, opts) -> dict:
 
 def render(report: dict) -> str:
     head = f"{'method':<22}" + "".join(f"{c:>20}" for c in CLASSES)
-    lines = [f"\n{report['set']}: K={report['K']}, {report['n_runs']} runs, halves of {report['n_runs'] // 2} "
-             f"({report['seconds']:.0f} s) -- coverage % of the other half's values (width / bootstrap)", head]
+    title = (
+        f"\n{report['set']}: K={report['K']}, {report['n_runs']} runs, halves of {report['n_runs'] // 2} "
+        f"({report['seconds']:.0f} s) -- coverage % of the other half's values (width / bootstrap)"
+    )
+    lines = [title, head]
     for method, row in report["table"].items():
         cells = []
         for c in CLASSES:
@@ -176,7 +184,10 @@ def main(argv=None) -> None:
     parser.add_argument("--markdown", nargs="+", metavar="JSON", help="print saved --out files as one Markdown table")
     opts = parser.parse_args(argv)
     if opts.markdown:
-        reports = [r for path in opts.markdown for r in json.load(open(path))["reports"]]
+        reports = []
+        for path in opts.markdown:
+            with open(path) as fh:
+                reports.extend(json.load(fh)["reports"])
         print(markdown(reports))
         return
     if opts.quick:

@@ -67,8 +67,8 @@ def test_split_half_on_planted_data_predictive_beats_percentile():
             covariance="diag",
         )
         assert set(scored) == {"bootstrap", "bootstrap predictive"}
-        for name in covered:
-            covered[name].extend(scored[name]["means"]["covered"])
+        for name, pooled in covered.items():
+            pooled.extend(scored[name]["means"]["covered"])
         ratios.extend(scored["bootstrap predictive"]["means"]["width_ratio"])
     # The other half's estimate differs from this half's by two estimation errors, so the
     # percentile interval of this half's estimate under-covers and the predictive one

@@ -51,7 +51,7 @@ def test_quantities_from_paths_against_a_loop():
     start = 0
     for n in lengths:
         run = paths[start : start + n]
-        used = {(a, b) for a, b in zip(run[:-1], run[1:]) if a != b}
+        used = {(a, b) for a, b in itertools.pairwise(run) if a != b}
         for a, b in used:
             counts[a, b] += 1
         for t, s in enumerate(run):
