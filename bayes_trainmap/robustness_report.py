@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 ROBUSTNESS_NOTE = (
-    "Share of fits on resampled runs (seeds drawn with replacement, K refitted, states matched to this fit's "
+    "Share of fits on resampled runs (seeds drawn with replacement, the model refitted at this K, states matched to this fit's "
     "states by role: means, occupancy and position on the path) that reproduce each finding. Read this before "
     "believing an edge, a fork or a detour."
 )
@@ -108,7 +108,8 @@ def robustness_sentence(rob: dict) -> str:
     if k:
         same = k.get("share_same")
         text += (
-            f" K chosen on {len(k['choices'])} resamples of the selection (one restart per K): "
+            f" K chosen on {len(k['choices'])} resamples of the selection (one restart per K, fewer than the "
+            f"selection's, which can favour smaller K): "
             f"{', '.join(map(str, k['choices']))}"
             + ("" if same is None else f" ({100 * same:.0f}% equal to this fit's K = {k['chosen']})")
             + "."
