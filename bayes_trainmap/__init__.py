@@ -4,24 +4,24 @@ Fits Gaussian hidden Markov models over weight-statistic trajectories recorded
 across random seeds and turns them into a *training map* (Hu et al., TMLR 2023),
 with maximum-likelihood (Baum-Welch) and Bayesian (Pyro) engines.
 
-Submodules are imported lazily so that ``import bayes_trainmap.schema`` stays cheap.
+Submodules are imported lazily so that ``import bayes_trainmap.core.schema`` stays cheap.
 """
 
 from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from bayes_trainmap.core.version import __version__
 
 _LAZY = {
     "TrajectorySet": "bayes_trainmap.data",
     "load_trajectories": "bayes_trainmap.data",
     "save_trajectories": "bayes_trainmap.data",
     "demo_trajectories": "bayes_trainmap.data",
-    "simulate_training_runs": "bayes_trainmap.simulate",
-    "select_n_states": "bayes_trainmap.selection",
-    "fit": "bayes_trainmap.pipeline",
-    "STATISTIC_NAMES": "bayes_trainmap.schema",
+    "simulate_training_runs": "bayes_trainmap.data.simulate",
+    "select_n_states": "bayes_trainmap.fitting.selection",
+    "fit": "bayes_trainmap.fitting.pipeline",
+    "STATISTIC_NAMES": "bayes_trainmap.core.schema",
 }
 
 

@@ -1,6 +1,6 @@
 """Command line: ``python -m bayes_trainmap {fit,report,collect,tasks}``.
 
-A thin layer over :mod:`bayes_trainmap.pipeline`, :mod:`bayes_trainmap.report` and
+A thin layer over :mod:`bayes_trainmap.fitting.pipeline`, :mod:`bayes_trainmap.report` and
 :mod:`tasks.cli`. Errors caused by the input (any :class:`BayesTrainmapError`, the
 ``ValueError`` types of the ``inference`` and ``tasks`` packages, and OS errors such
 as a missing file) are printed as one line ``error: ...`` on stderr with exit
@@ -17,9 +17,9 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from bayes_trainmap import __version__
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.executors import add_executor_arguments, executor_from_args
+from bayes_trainmap.core.version import __version__
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.executors import add_executor_arguments, executor_from_args
 
 __all__ = ["build_parser", "main"]
 
@@ -162,7 +162,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     collect = commands.add_parser("collect", help="train a built-in task over many seeds and record trajectories")
     tasks_parser = commands.add_parser("tasks", help="list the built-in training tasks")
     if selected in _DELEGATED:
-        import tasks.cli as tasks_cli  # lazily: it imports the training code
+        import bayes_trainmap.tasks.cli as tasks_cli  # lazily: it imports the training code
 
         if selected == "collect":
             tasks_cli.add_collect_arguments(collect)
@@ -186,8 +186,11 @@ def _default_out(args: argparse.Namespace, ts) -> Path:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from bayes_trainmap import data, pipeline
-    from bayes_trainmap.fitdir import check_output_dir
+    # lazily: the pipeline imports torch and pyro, which `tasks` and `--help` do not need
+    from bayes_trainmap import data
+    from bayes_trainmap.data.fitdir import check_output_dir
+    from bayes_trainmap.fitting import pipeline
+    from bayes_trainmap.report import build as report
 
     if args.out:
         check_output_dir(args.out)  # fail before the (long) fit, not after
@@ -225,8 +228,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(pipeline.render_summary(result.summary()))
         html = out / "report.html"
         if html.is_file():
-            from bayes_trainmap import report
-
             print()
             print(report.render_terminal(out))
             print(f"report: {html}")
@@ -235,8 +236,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bayes_trainmap import pipeline, report
-    from bayes_trainmap.fitdir import load_fit_dir
+    # lazily, as in _cmd_fit
+    from bayes_trainmap.data.fitdir import load_fit_dir
+    from bayes_trainmap.fitting import pipeline
+    from bayes_trainmap.report import build as report
 
     fit_dir = load_fit_dir(args.fit_dir)
     html = pipeline.write_report(fit_dir.path)

@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayes_trainmap.schema import OUTCOME_COLUMNS, STATISTIC_NAMES
-from tasks.ensemble import train_ensemble
-from tasks.loop import train_sequential
-from tasks.registry import get_task
+from bayes_trainmap.core.schema import OUTCOME_COLUMNS, STATISTIC_NAMES
+from bayes_trainmap.tasks.ensemble import train_ensemble
+from bayes_trainmap.tasks.loop import train_sequential
+from bayes_trainmap.tasks.registry import get_task
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """Executor overhead: the same smoke collection on the local executor and on Ray.
 
 Runs ``collect`` for a few seeds of a task at smoke size, first in this process
-(:class:`~bayes_trainmap.executors.LocalExecutor`), then as Ray tasks on a fresh local
-Ray instance with ``--ray-cpus`` CPUs (:class:`~bayes_trainmap.executors.ray_cluster.RayExecutor`),
+(:class:`~bayes_trainmap.core.executors.LocalExecutor`), then as Ray tasks on a fresh local
+Ray instance with ``--ray-cpus`` CPUs (:class:`~bayes_trainmap.core.executors.ray_cluster.RayExecutor`),
 each into its own directory, and prints the wall times and the difference. The Ray
 collection runs twice: "cold" (worker processes start and import torch) and "warm"
 (workers reused), and ``ray.init`` is timed separately. Local and warm times are the
@@ -35,7 +35,7 @@ def _timed(fn, *args, **kwargs):
 
 
 def _max_relative_difference(left: str, right: str) -> float:
-    from tasks.trajectory_io import read_run
+    from bayes_trainmap.tasks.trajectory_io import read_run
 
     worst = 0.0
     names = sorted(n for n in os.listdir(left) if n.endswith(".parquet"))
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import ray
 
-    from bayes_trainmap.executors import LocalExecutor
-    from bayes_trainmap.executors.ray_cluster import RayExecutor
-    from tasks.collect import collect, parse_seeds
+    from bayes_trainmap.core.executors import LocalExecutor
+    from bayes_trainmap.core.executors.ray_cluster import RayExecutor
+    from bayes_trainmap.tasks.collect import collect, parse_seeds
 
     n_runs = len(parse_seeds(args.seeds))
     settings = dict(seeds=args.seeds, size="smoke", device="cpu", ensemble=not args.sequential)

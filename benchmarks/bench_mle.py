@@ -46,8 +46,8 @@ import numpy as np
 from hmmlearn import hmm
 from threadpoolctl import threadpool_limits
 
-from inference.baum_welch import GaussianHMM
-from inference.params import HMMParams
+from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.inference.params import HMMParams
 
 
 # The floor can make the log-likelihood dip by ~1e-9 relative at convergence, which

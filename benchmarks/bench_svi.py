@@ -46,15 +46,15 @@ from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 from pyro.infer.autoguide import AutoNormal  # noqa: E402
 from pyro.infer.autoguide.initialization import init_to_value  # noqa: E402
 
-from inference.baum_welch import GaussianHMM  # noqa: E402
-from inference.bayes_fit import fit_svi, resolve_device  # noqa: E402
-from inference.bayes_model import (  # noqa: E402
+from bayes_trainmap.inference.baum_welch import GaussianHMM  # noqa: E402
+from bayes_trainmap.inference.bayes_fit import fit_svi, resolve_device  # noqa: E402
+from bayes_trainmap.inference.bayes_model import (  # noqa: E402
     HMMPrior,
     _sample_parameters,
     hmm_model,
     sites_from_params,
 )
-from inference.params import HMMParams  # noqa: E402
+from bayes_trainmap.inference.params import HMMParams  # noqa: E402
 
 
 def planted_params(K: int, d: int, seed: int) -> HMMParams:

@@ -1,6 +1,6 @@
 """Calibration of ``--mode svi``: empirical coverage of the 90% credible intervals.
 
-For each of ``--datasets`` simulated data sets (``bayes_trainmap.simulate``: a shared
+For each of ``--datasets`` simulated data sets (``bayes_trainmap.data.simulate``: a shared
 path with a planted detour, in the exact-HMM regime -- geometric dwell times, no
 smoothing -- and mapped back to latent units by the simulator's known per-feature
 affine map, so the true HMM parameters are known exactly):
@@ -9,7 +9,7 @@ affine map, so the true HMM parameters are known exactly):
    selection) -- the pipeline's start;
 2. fit SVI (MAP warm start, then the chosen guide) and draw ``--draws`` parameter
    sets; propagate them through decoding and the convergence regression
-   (:func:`bayes_trainmap.posterior.propagate_draws`);
+   (:func:`bayes_trainmap.fitting.bayesian.propagate_draws`);
 3. match the fitted states to the planted ones (Hungarian on the means) and check
    whether each 90% equal-tailed interval contains the truth.
 
@@ -55,11 +55,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 
-from bayes_trainmap.detours import occupancy  # noqa: E402
-from bayes_trainmap.posterior import propagate_draws  # noqa: E402
-from bayes_trainmap.simulate import simulate_training_runs  # noqa: E402
-from inference.baum_welch import GaussianHMM  # noqa: E402
-from inference.bayes_fit import fit_svi  # noqa: E402
+from bayes_trainmap.analysis.detours import occupancy  # noqa: E402
+from bayes_trainmap.fitting.bayesian import propagate_draws  # noqa: E402
+from bayes_trainmap.data.simulate import simulate_training_runs  # noqa: E402
+from bayes_trainmap.inference.baum_welch import GaussianHMM  # noqa: E402
+from bayes_trainmap.inference.bayes_fit import fit_svi  # noqa: E402
 
 
 def _simulation_settings(n_runs: int, length: int, n_features: int) -> dict:

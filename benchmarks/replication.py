@@ -7,7 +7,7 @@ For each data set (the shipped real sets ``sparse_parities``, ``digits``,
 2. ``--splits`` times: split the runs at random into halves A and B, fit K on A
    (Baum-Welch, 5 k-means restarts) and on B (warm-started at A, states matched to A
    by role), and score every interval method computed on A against B's values
-   (:mod:`bayes_trainmap.replication`).
+   (:mod:`bayes_trainmap.fitting.replication`).
 
 Interval methods (all at ``--level``):
 
@@ -43,22 +43,22 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np
 
-from bayes_trainmap import pipeline
+from bayes_trainmap.fitting import pipeline
 from bayes_trainmap.data import demo_trajectories
-from bayes_trainmap.replication import (
+from bayes_trainmap.fitting.replication import (
     CLASSES,
     draws_from_bags,
     draws_from_posterior,
     split_half,
 )
-from bayes_trainmap.robustness import resample_fits
+from bayes_trainmap.fitting.robustness import resample_fits
 
 REAL_SETS = ("sparse_parities", "digits", "modular_addition")
 
 
 def load(name: str):
     if name == "simulated":
-        from bayes_trainmap.simulate import simulate_training_runs
+        from bayes_trainmap.data.simulate import simulate_training_runs
 
         return simulate_training_runs(40, n_checkpoints=200, random_state=12).trajectories
     return demo_trajectories(name)
@@ -66,8 +66,8 @@ def load(name: str):
 
 def svi_method(opts):
     def make(params_a, Za, la, sa, _boot):
-        from bayes_trainmap.posterior import propagate_draws
-        from inference.bayes_fit import fit_svi
+        from bayes_trainmap.fitting.bayesian import propagate_draws
+        from bayes_trainmap.inference.bayes_fit import fit_svi
 
         fit = fit_svi(Za, la, params_a, steps=opts.svi_steps, progress=False, seed=0)
         draws = propagate_draws(fit.sample_params(opts.draws, seed=0), fit.params, Za, la, sa, seed=0)

@@ -33,7 +33,6 @@ so that it can be entered again.
 
 from __future__ import annotations
 
-
 import logging
 import numbers
 import warnings
@@ -41,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from bayes_trainmap.errors import ModelSelectionError
-from inference.emissions import QuadraticFeatures, gaussian_log_likelihood
-from inference.forward_backward import check_lengths, forward_backward, log_likelihood, viterbi
-from inference.params import COVARIANCE_TYPES, HMMParams
+from .emissions import QuadraticFeatures, gaussian_log_likelihood
+from .errors import ModelSizeError
+from .forward_backward import check_lengths, forward_backward, log_likelihood, viterbi
+from .params import COVARIANCE_TYPES, HMMParams
 
 __all__ = ["GaussianHMM", "EmptyStateWarning", "NotFittedError"]
 
@@ -184,7 +183,7 @@ class GaussianHMM:
         if isinstance(self.n_states, bool) or not isinstance(self.n_states, numbers.Integral):
             raise ValueError(f"n_states must be an integer, got {self.n_states!r}")
         if self.n_states < 1:
-            raise ModelSelectionError(f"n_states must be at least 1, got {self.n_states}")
+            raise ModelSizeError(f"n_states must be at least 1, got {self.n_states}")
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}"
@@ -300,7 +299,7 @@ class GaussianHMM:
         n, d = X.shape
         K = int(self.n_states)
         if K > n:
-            raise ModelSelectionError(
+            raise ModelSizeError(
                 f"cannot fit K={K} states to {n} checkpoints; K must be at most the number of checkpoints"
             )
         names = self._feature_names(d)
@@ -382,7 +381,7 @@ class GaussianHMM:
             fb = forward_backward(log_b, ls, lt, lengths, backend=backend)
             total = float(fb.log_likelihood.sum())
             if not np.isfinite(total):
-                raise ModelSelectionError(
+                raise ModelSizeError(
                     f"the log-likelihood became {total} at EM iteration {it} (K={self.n_states}); "
                     "check the scale of the data"
                 )
@@ -393,7 +392,7 @@ class GaussianHMM:
             try:
                 params = self._m_step(X, design, fb, params, log_b, pooled)
             except ValueError as exc:  # a covariance lost positive definiteness
-                raise ModelSelectionError(
+                raise ModelSizeError(
                     f"EM iteration {it} with K={self.n_states} produced invalid parameters ({exc}); "
                     f"increase min_covar (now {self.min_covar:g})"
                 ) from None

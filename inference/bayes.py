@@ -17,13 +17,13 @@ Modules
     warm-started at the MAP), both returning a :class:`BayesianFit`.
 
 The propagation of posterior draws through the training-map analysis lives in
-:mod:`bayes_trainmap.posterior` (it needs the analysis code, which ``inference`` must
+:mod:`bayes_trainmap.fitting.bayesian` (it needs the analysis code, which ``inference`` must
 not import).
 """
 
 from __future__ import annotations
 
-from inference.bayes_fit import (
+from .bayes_fit import (
     DEFAULT_GUIDE,
     GUIDES,
     BayesianFit,
@@ -32,8 +32,12 @@ from inference.bayes_fit import (
     fit_svi,
     resolve_device,
 )
-from inference.bayes_likelihood import hmm_log_likelihood, pad_sequences, reference_log_likelihood
-from inference.bayes_model import (
+from .bayes_likelihood import (
+    hmm_log_likelihood,
+    pad_sequences,
+    reference_log_likelihood,
+)
+from .bayes_model import (
     SITE_NAMES,
     HMMPrior,
     emission_log_prob,

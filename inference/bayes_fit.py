@@ -33,7 +33,7 @@ from pyro.infer.autoguide import (
 from pyro.infer.autoguide.initialization import init_to_value
 from tqdm.auto import tqdm
 
-from inference.bayes_model import (
+from .bayes_model import (
     HMMPrior,
     hmm_model,
     n_unconstrained_parameters,

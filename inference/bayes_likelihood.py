@@ -23,13 +23,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .forward_backward import forward_backward
+
 __all__ = ["hmm_log_likelihood", "reference_log_likelihood", "pad_sequences"]
 
 
 def _run_forward_backward(log_emission, log_start, log_trans, lengths):
     """Call the engine on the device the inputs live on; return torch tensors there."""
-    from inference.forward_backward import forward_backward
-
     device, dtype = log_emission.device, log_emission.dtype
     if log_emission.is_cuda:
         result = forward_backward(

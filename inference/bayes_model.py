@@ -38,7 +38,8 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from inference.bayes_likelihood import hmm_log_likelihood, pad_sequences
+from .bayes_likelihood import hmm_log_likelihood, pad_sequences
+from .params import HMMParams
 
 __all__ = [
     "HMMPrior",
@@ -394,8 +395,6 @@ def params_from_sites(sites: dict, covariance_type: str, template=None):
 
     ``template`` (an ``HMMParams``) supplies ``feature_names`` and ``normalization``.
     """
-    from inference.params import HMMParams
-
     def as_np(value):
         if isinstance(value, torch.Tensor):
             return value.detach().cpu().numpy().astype(float)

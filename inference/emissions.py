@@ -13,6 +13,13 @@ import math
 
 import numpy as np
 
+from ._numba_kernels import (
+    n_row_blocks,
+    quadratic_features,
+    row_dots,
+    weighted_column_sums,
+)
+
 __all__ = ["gaussian_log_likelihood"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -177,8 +184,6 @@ class QuadraticFeatures:
             ju_t = torch.as_tensor(ju, device=Xc.device)
             self.F = torch.cat([Xc, Xc[:, iu_t] * Xc[:, ju_t]], dim=1).contiguous()
         else:
-            from inference._numba_kernels import quadratic_features
-
             self.F = np.empty((self.n, self.d + len(iu)))
             quadratic_features(np.ascontiguousarray(Xc), iu.astype(np.int64), ju.astype(np.int64), self.F)
 
@@ -222,8 +227,6 @@ class QuadraticFeatures:
         weights = np.ascontiguousarray(np.concatenate([-2.0 * lin, quad_w], axis=1))
         const = d * _LOG_2PI + log_det + np.einsum("ki,ki->k", lin, mu)
         if not self.is_torch:
-            from inference._numba_kernels import row_dots
-
             out = np.empty((self.n, means.shape[0]))
             row_dots(self.F, weights, np.ascontiguousarray(const), out)
             return out
@@ -251,8 +254,6 @@ class QuadraticFeatures:
             sums = (weights.T @ self.F).detach().cpu().numpy()
             mass = weights.sum(0).detach().cpu().numpy()
         else:
-            from inference._numba_kernels import n_row_blocks, weighted_column_sums
-
             weights = np.ascontiguousarray(weights, dtype=np.float64)
             blocks, K = n_row_blocks(self.n), weights.shape[1]
             partial, partial_mass = np.empty((blocks, K, self.F.shape[1])), np.empty((blocks, K))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from inference import _numba_kernels as nk
+from . import _numba_kernels as nk
 
 __all__ = [
     "ForwardBackwardResult",
@@ -215,7 +215,7 @@ def forward_backward(
     if backend == "numba":
         ll, post, filt, xi = _numba_forward_backward(le, ls, lt, lens)
     else:
-        from inference._torch_kernels import forward_backward_torch
+        from ._torch_kernels import forward_backward_torch
 
         ll, post, filt, xi = forward_backward_torch(le, ls, lt, lens)
     offsets = _offsets(lens.cpu().numpy() if _is_torch(lens) else lens)[:-1]
@@ -235,7 +235,7 @@ def log_likelihood(log_emission, log_start, log_trans, lengths=None, *, backend:
     if backend == "numba":
         ll = _numba_forward_backward(le, ls, lt, lens)[0]
     else:
-        from inference._torch_kernels import forward_backward_torch
+        from ._torch_kernels import forward_backward_torch
 
         ll = forward_backward_torch(le, ls, lt, lens, need_posteriors=False)[0]
     return _as_input_kind(ll, log_emission)
@@ -264,7 +264,7 @@ def viterbi(log_emission, log_start, log_trans, lengths=None, *, backend: str = 
         log_prob = np.empty(len(lens))
         nk.viterbi_kernel(le, ls, lt, _offsets(lens), paths, log_prob)
     else:
-        from inference._torch_kernels import viterbi_torch
+        from ._torch_kernels import viterbi_torch
 
         paths, log_prob = viterbi_torch(le, ls, lt, lens)
     return _as_input_kind(paths, log_emission), _as_input_kind(log_prob, log_emission)
@@ -293,7 +293,7 @@ def sample_paths(
         paths = np.empty(le.shape[0], dtype=np.int64)
         nk.ffbs_kernel(filt, lt, _offsets(lens), uniforms, paths)
     else:
-        from inference._torch_kernels import ffbs_torch, forward_backward_torch
+        from ._torch_kernels import ffbs_torch, forward_backward_torch
 
         filt = forward_backward_torch(le, ls, lt, lens)[2]
         paths = ffbs_torch(filt, lt, lens, _to_torch(uniforms, le))

@@ -99,9 +99,9 @@ def walkthrough() -> list:
             + """
 from bayes_trainmap import demo_trajectories, plots
 from bayes_trainmap.analysis import analyze
-from bayes_trainmap.convergence import threshold_for_task
+from bayes_trainmap.analysis.convergence import threshold_for_task
 from bayes_trainmap.data import available_demos, split_runs, zscore_per_run
-from bayes_trainmap.selection import select_n_states
+from bayes_trainmap.fitting.selection import select_n_states
 
 RESTARTS = 1 if FAST else 5
 STATES = range(2, 7) if FAST else range(1, 9)
@@ -395,7 +395,7 @@ def bayesian_diagnostics() -> list:
             This notebook fits both modes on the sparse-parities demo set, checks the fit with the
             usual ArviZ tools and posterior predictive checks, and compares MLE, MAP and SVI.
 
-            **Budget.** The CLI defaults (`bayes_trainmap.posterior.DEFAULT_STEPS`, `DEFAULT_DRAWS`):
+            **Budget.** The CLI defaults (`bayes_trainmap.fitting.bayesian.DEFAULT_STEPS`, `DEFAULT_DRAWS`):
             up to 3000 SVI steps, 500 L-BFGS iterations for MAP, 200 posterior draws -- about five
             minutes on a small CPU. `BTM_NOTEBOOK_FAST=1` (the test suite) uses 150 SVI steps, 60 MAP
             iterations and 30 draws, which is enough to exercise every cell but not to trust the
@@ -410,9 +410,9 @@ def bayesian_diagnostics() -> list:
 import arviz as az
 
 from bayes_trainmap import demo_trajectories, fit, plots
-from bayes_trainmap.detours import occupancy
-from bayes_trainmap.posterior import DEFAULT_DRAWS, DEFAULT_STEPS, align_to_reference
-from inference.baum_welch import GaussianHMM
+from bayes_trainmap.analysis.detours import occupancy
+from bayes_trainmap.fitting.bayesian import DEFAULT_DRAWS, DEFAULT_STEPS, align_to_reference
+from bayes_trainmap.inference.baum_welch import GaussianHMM
 
 RESTARTS = 1 if FAST else 5
 STATES = "5" if FAST else "auto"
@@ -445,7 +445,7 @@ SEED = 0
             """
             ## MAP and SVI fits
 
-            `bayes_options` are passed to `bayes_trainmap.posterior.fit_bayesian` (`steps`, `draws`,
+            `bayes_options` are passed to `bayes_trainmap.fitting.bayesian.fit_bayesian` (`steps`, `draws`,
             `lr`, `guide`, `prior`, `interval`). The SVI fit includes its own MAP warm start.
             """
         ),
@@ -798,7 +798,7 @@ def paper_tables() -> list:
             + """
 from bayes_trainmap import demo_trajectories, fit, plots
 from bayes_trainmap.analysis import analyze
-from bayes_trainmap.baselines import baselines_table, hmm_selection_from_curve
+from bayes_trainmap.analysis.baselines import baselines_table, hmm_selection_from_curve
 from bayes_trainmap.data import available_demos
 
 RESTARTS = 1 if FAST else 5

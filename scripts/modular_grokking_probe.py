@@ -19,9 +19,9 @@ import argparse
 import json
 import time
 
-from tasks.ensemble import train_ensemble
-from tasks.loop import RunResult, train_sequential
-from tasks.registry import get_task
+from bayes_trainmap.tasks.ensemble import train_ensemble
+from bayes_trainmap.tasks.loop import RunResult, train_sequential
+from bayes_trainmap.tasks.registry import get_task
 
 
 def summarise(result: RunResult, threshold: float) -> dict:

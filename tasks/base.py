@@ -67,8 +67,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bayes_trainmap.errors import TaskError
-from tasks.stats import ParameterSelection, default_parameter_selection
+from bayes_trainmap.core.errors import TaskError
+
+from .stats import ParameterSelection, default_parameter_selection
 
 #: Config keys every task's resolved configuration must define (read by the loop).
 LOOP_CONFIG_KEYS: tuple[str, ...] = (

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.base import Task, TaskData
-from tasks.datasets.cifar import load_cifar100, normalize_images, random_crop_flip
-from tasks.models.resnet import CifarResNet18
+from .base import Task, TaskData
+from .datasets.cifar import load_cifar100, normalize_images, random_crop_flip
+from .models.resnet import CifarResNet18
 
 #: Environment variable naming the default parent directory of downloaded data sets.
 DATA_ENV = "BAYES_TRAINMAP_DATA"

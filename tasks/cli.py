@@ -3,7 +3,7 @@
 ``bayes_trainmap.cli`` wires these into ``python -m bayes_trainmap collect ...`` and
 ``python -m bayes_trainmap tasks``; :func:`main` runs them standalone
 (``python -m tasks.cli collect ...``). User errors raise
-:class:`bayes_trainmap.errors.TaskError`; :func:`main` prints them on one line and
+:class:`bayes_trainmap.core.errors.TaskError`; :func:`main` prints them on one line and
 returns 2, as ``bayes_trainmap.cli`` does.
 """
 
@@ -14,8 +14,8 @@ import json
 import sys
 from typing import Any
 
-from bayes_trainmap.errors import BayesTrainmapError, TaskError
-from bayes_trainmap.executors import add_executor_arguments, executor_from_args
+from bayes_trainmap.core.errors import BayesTrainmapError, TaskError
+from bayes_trainmap.core.executors import add_executor_arguments, executor_from_args
 
 #: Variant shortcuts of the issue's command lines (``--stabilized`` etc.).
 _VARIANT_FLAGS = ("stabilized", "destabilized")
@@ -80,7 +80,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def run_collect(args: argparse.Namespace) -> int:
     """Run ``collect`` for parsed arguments; prints a one-paragraph summary, returns 0."""
-    from tasks.collect import collect, parse_seeds
+    from .collect import collect, parse_seeds
 
     seeds = parse_seeds(args.seeds)
     overrides = parse_overrides(args.overrides)
@@ -124,7 +124,7 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def task_table() -> list[dict[str, Any]]:
     """One entry per task: name, description, variants, threshold, default config (or why unavailable)."""
-    from tasks.registry import get_task_class, task_names
+    from .registry import get_task_class, task_names
 
     rows = []
     for name in task_names():

@@ -25,13 +25,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.executors import Executor, LocalExecutor, TaskResult, execute, storage
-from tasks.base import Task
-from tasks.ensemble import train_ensemble
-from tasks.loop import RunResult, resolve_device, run_id, train_sequential
-from tasks.registry import get_task
-from tasks.trajectory_io import TEMP_PREFIX, read_run, write_run
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core import storage
+from bayes_trainmap.core.executors import Executor, LocalExecutor, TaskResult, execute
+from bayes_trainmap.core.version import __version__
+
+from .base import Task
+from .ensemble import train_ensemble
+from .loop import RunResult, resolve_device, run_id, train_sequential
+from .registry import get_task
+from .trajectory_io import TEMP_PREFIX, read_run, write_run
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +78,6 @@ class CollectionResult:
 
 
 def _package_version() -> str:
-    from bayes_trainmap import __version__
-
     return __version__
 
 
@@ -285,7 +286,7 @@ def collect(
     out : path-like or str
         Collection directory (created if needed): a local or shared file-system path,
         or an object-store URI such as ``s3://bucket/prefix`` (see
-        :mod:`bayes_trainmap.executors.storage`).
+        :mod:`bayes_trainmap.core.storage`).
     steps, eval_every : int, optional
         Override the task's defaults.
     device : {"auto", "cpu", "cuda"}
@@ -303,13 +304,13 @@ def collect(
     on_run_written : callable(seed, path), optional
         Called after each run file is written (used by the tests to interrupt a
         collection).
-    executor : bayes_trainmap.executors.Executor, optional
+    executor : bayes_trainmap.core.executors.Executor, optional
         Where the runs train: one work item per ensemble chunk, or per seed when
         training sequentially. Default: in this process, one item after another. With a
-        :class:`~bayes_trainmap.executors.ray_cluster.RayExecutor` every item is a Ray
+        :class:`~bayes_trainmap.core.executors.ray_cluster.RayExecutor` every item is a Ray
         task; its runs come back to this process, which writes each run file as it
         arrives (so ``out`` needs to be reachable from here only). A run whose item keeps
-        failing is reported by name (:class:`~bayes_trainmap.errors.ExecutionError`)
+        failing is reported by name (:class:`~bayes_trainmap.core.errors.ExecutionError`)
         after the others have finished; running the collection again trains just the
         missing runs.
 

@@ -40,9 +40,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from bayes_trainmap.schema import OUTCOME_COLUMNS
-from tasks.base import IGNORE_INDEX, OptimizerSpec, Task, TaskData
-from tasks.loop import (
+from bayes_trainmap.core.schema import OUTCOME_COLUMNS
+
+from .base import IGNORE_INDEX, OptimizerSpec, Task, TaskData
+from .loop import (
     RunResult,
     derive_seed,
     drive,
@@ -52,8 +53,8 @@ from tasks.loop import (
     task_transforms_batches,
     train_sequential,
 )
-from tasks.stacked_mlp import stacked_mlp_plan
-from tasks.stats import statistics_tensor
+from .stacked_mlp import stacked_mlp_plan
+from .stats import statistics_tensor
 
 logger = logging.getLogger(__name__)
 

@@ -32,10 +32,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import RUN_COLUMN, SEED_COLUMN, STEP_COLUMN
-from tasks.stats import ParameterSelection, SelectedParameter, weight_statistics
-from tasks.trajectory_io import run_frame, write_run
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import RUN_COLUMN, SEED_COLUMN, STEP_COLUMN
+
+from .stats import ParameterSelection, SelectedParameter, weight_statistics
+from .trajectory_io import run_frame, write_run
 
 logger = logging.getLogger(__name__)
 

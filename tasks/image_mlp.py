@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bayes_trainmap.errors import TaskError
-from tasks.base import Task, TaskData
-from tasks.loop import derive_seed
+from bayes_trainmap.core.errors import TaskError
+
+from .base import Task, TaskData
+from .loop import derive_seed
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 

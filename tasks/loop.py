@@ -37,8 +37,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import (
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import (
     EPOCH_COLUMN,
     OUTCOME_COLUMNS,
     RUN_COLUMN,
@@ -46,9 +46,10 @@ from bayes_trainmap.schema import (
     STATISTIC_NAMES,
     STEP_COLUMN,
 )
-from tasks.base import Task, TaskData
-from tasks.stats import statistics_tensor
-from tasks.trajectory_io import run_frame
+
+from .base import Task, TaskData
+from .stats import statistics_tensor
+from .trajectory_io import run_frame
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from bayes_trainmap.errors import TaskError
-from tasks.base import Task, TaskData
-from tasks.datasets.text import (
+from bayes_trainmap.core.errors import TaskError
+
+from .base import Task, TaskData
+from .datasets.text import (
     DEFAULT_CORPUS_MODULES,
     CharTokenizer,
     chunk_sequences,
@@ -33,9 +34,9 @@ from tasks.datasets.text import (
     mask_tokens,
     stdlib_docstring_corpus,
 )
-from tasks.models.bert import MaskedLanguageModel
-from tasks.models.transformer import transformer_blocks_selection
-from tasks.stats import ParameterSelection
+from .models.bert import MaskedLanguageModel
+from .models.transformer import transformer_blocks_selection
+from .stats import ParameterSelection
 
 
 class MLMTask(Task):

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from tasks.base import Task, TaskData
-from tasks.datasets.modular import modular_addition_split
-from tasks.loop import derive_seed
-from tasks.models.transformer import ModularTransformer, transformer_blocks_selection
-from tasks.stats import ParameterSelection
+from .base import Task, TaskData
+from .datasets.modular import modular_addition_split
+from .loop import derive_seed
+from .models.transformer import ModularTransformer, transformer_blocks_selection
+from .stats import ParameterSelection
 
 
 class ModularAdditionTask(Task):

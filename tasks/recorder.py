@@ -30,10 +30,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import EPOCH_COLUMN, RUN_COLUMN, SEED_COLUMN, STATISTIC_NAMES, STEP_COLUMN
-from tasks.stats import ParameterSelection, Selector, resolve_selection, statistics_tensor
-from tasks.trajectory_io import run_frame, write_run
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import (
+    EPOCH_COLUMN,
+    RUN_COLUMN,
+    SEED_COLUMN,
+    STATISTIC_NAMES,
+    STEP_COLUMN,
+)
+from bayes_trainmap.core.version import __version__
+
+from .stats import ParameterSelection, Selector, resolve_selection, statistics_tensor
+from .trajectory_io import run_frame, write_run
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +49,6 @@ _RESERVED = {RUN_COLUMN, SEED_COLUMN, STEP_COLUMN, EPOCH_COLUMN, *STATISTIC_NAME
 
 
 def _package_version() -> str:
-    from bayes_trainmap import __version__
-
     return __version__
 
 

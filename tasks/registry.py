@@ -1,4 +1,4 @@
-"""Registry of training tasks: name -> :class:`tasks.base.Task` subclass.
+"""Registry of training tasks: name -> :class:`~bayes_trainmap.tasks.base.Task` subclass.
 
 Built-in tasks are listed as ``"module:Class"`` strings and imported on first use,
 so listing or running one task never imports another's dependencies. Adding a
@@ -11,16 +11,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bayes_trainmap.errors import TaskError
-from tasks.base import Task
+from bayes_trainmap.core.errors import TaskError
+
+from .base import Task
 
 _BUILTIN_TASKS: dict[str, str] = {
-    "sparse_parities": "tasks.sparse_parities:SparseParitiesTask",
-    "mnist": "tasks.image_mlp:MnistTask",
-    "digits": "tasks.image_mlp:DigitsTask",
-    "modular_addition": "tasks.modular_addition:ModularAdditionTask",
-    "cifar100": "tasks.cifar100:Cifar100Task",
-    "mlm": "tasks.mlm:MLMTask",
+    "sparse_parities": ".sparse_parities:SparseParitiesTask",
+    "mnist": ".image_mlp:MnistTask",
+    "digits": ".image_mlp:DigitsTask",
+    "modular_addition": ".modular_addition:ModularAdditionTask",
+    "cifar100": ".cifar100:Cifar100Task",
+    "mlm": ".mlm:MLMTask",
 }
 
 _REGISTERED: dict[str, type[Task]] = {}
@@ -48,7 +49,7 @@ def get_task_class(name: str) -> type[Task]:
         raise TaskError(f"unknown task {name!r}; expected one of {', '.join(task_names())}")
     module_name, class_name = target.split(":")
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(module_name, package=__package__)
     except ImportError as exc:
         raise TaskError(f"task {name!r} is unavailable: {exc}") from exc
     cls = getattr(module, class_name)

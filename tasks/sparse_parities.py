@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tasks.base import Task, TaskData
-from tasks.loop import derive_seed
+from .base import Task, TaskData
+from .loop import derive_seed
 
 
 def make_sparse_parity(n_examples: int, n_bits: int, relevant: torch.Tensor, generator: torch.Generator):

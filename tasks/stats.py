@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import STATISTIC_NAMES
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import STATISTIC_NAMES
 
 logger = logging.getLogger(__name__)
 

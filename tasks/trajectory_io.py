@@ -1,4 +1,4 @@
-"""Atomic per-run Parquet files in the trajectory format (see ``bayes_trainmap.schema``).
+"""Atomic per-run Parquet files in the trajectory format (see ``bayes_trainmap.core.schema``).
 
 One file holds one run in long format (one row per checkpoint: ``run``, ``seed``,
 ``step``, ``epoch``, the 14 statistics, the outcomes). Run-level metadata (task,
@@ -19,9 +19,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.executors import storage
-from bayes_trainmap.schema import (
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core import storage
+from bayes_trainmap.core.schema import (
     EPOCH_COLUMN,
     OUTCOME_COLUMNS,
     PARQUET_METADATA_KEY,
@@ -61,7 +61,7 @@ def write_run(frame: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, 
 
     ``path`` may also be an object-store URI (``s3://bucket/prefix/run-0.parquet``):
     the object is then written in place, which is atomic there (see
-    :mod:`bayes_trainmap.executors.storage`), and the URI is returned.
+    :mod:`bayes_trainmap.core.storage`), and the URI is returned.
 
     Parameters
     ----------

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bayes_trainmap.data import TrajectorySet, save_trajectories
-from bayes_trainmap.schema import STATISTIC_NAMES
+from bayes_trainmap.core.schema import STATISTIC_NAMES
 
 
 def make_frame(

@@ -220,7 +220,7 @@ def test_constant_feature_is_reported_not_fatal(capsys, tmp_path, frame_factory)
 
 
 def test_bugs_are_not_swallowed(monkeypatch, capsys, planted_dir, tmp_path):
-    from bayes_trainmap import pipeline
+    from bayes_trainmap.fitting import pipeline
 
     def buggy(*args, **kwargs):
         raise TypeError("a genuine bug")
@@ -232,7 +232,7 @@ def test_bugs_are_not_swallowed(monkeypatch, capsys, planted_dir, tmp_path):
     class EngineInputError(ValueError):
         pass
 
-    EngineInputError.__module__ = "inference.baum_welch"
+    EngineInputError.__module__ = "bayes_trainmap.inference.baum_welch"
 
     def engine_refuses(*args, **kwargs):
         raise EngineInputError("X has 0 rows")
@@ -256,7 +256,7 @@ def test_mode_dispatch_reaches_the_bayesian_path_or_says_why(capsys, planted_dir
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name, *a: None if name == "bayes_trainmap.posterior" else real_find_spec(name, *a),
+        lambda name, *a: None if name == "bayes_trainmap.fitting.bayesian" else real_find_spec(name, *a),
     )
     status, stdout, stderr = _run(capsys, "fit", "--mode", "svi", "--data", planted_dir, "--out", tmp_path / "fit")
     _assert_one_line_error(status, stdout, stderr, "mode 'svi' needs the Bayesian path")
@@ -268,7 +268,7 @@ def test_tasks_command_is_delegated_and_fit_does_not_import_training_code(capsys
     probe = (
         "import sys; from bayes_trainmap.cli import main; "
         f"status = main(['fit', '--data', {str(tmp_path / 'missing')!r}]); "
-        "print(status, 'tasks.cli' in sys.modules, 'tasks.loop' in sys.modules)"
+        "print(status, 'bayes_trainmap.tasks.cli' in sys.modules, 'bayes_trainmap.tasks.loop' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["2", "False", "False"], done.stderr

@@ -19,8 +19,8 @@ from bayes_trainmap.data import (
     validate,
     zscore_per_run,
 )
-from bayes_trainmap.errors import TrajectoryError
-from bayes_trainmap.schema import PARQUET_METADATA_KEY, STATISTIC_NAMES
+from bayes_trainmap.core.errors import TrajectoryError
+from bayes_trainmap.core.schema import PARQUET_METADATA_KEY, STATISTIC_NAMES
 
 
 def _assert_same_set(a: TrajectorySet, b: TrajectorySet) -> None:
@@ -89,7 +89,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, ragged_set, monkeypatch):
             handle.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(data.pq, "write_table", broken)
+    monkeypatch.setattr(data.io.pq, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
         save_trajectories(ragged_set, tmp_path / "one.parquet")
     assert list(tmp_path.iterdir()) == []
@@ -263,7 +263,7 @@ def test_split_edge_cases():
 
 # ---------------------------------------------------------------- demo data
 def test_demo_trajectories_default_and_unknown(tmp_path, monkeypatch, ragged_set):
-    monkeypatch.setattr(data, "DEMO_DATA_DIR", tmp_path)
+    monkeypatch.setattr(data.demos, "DEMO_DATA_DIR", tmp_path)
     simulated = data.demo_trajectories()  # nothing shipped: the labelled simulated set
     assert simulated.metadata["demo"] == "simulated" and simulated.metadata["task"] == "simulated"
     assert simulated.n_runs == 40 and validate(simulated) == list(STATISTIC_NAMES)

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bayes_trainmap.errors import BayesTrainmapError, ExecutionError, TaskError
-from bayes_trainmap.executors import (
+from bayes_trainmap.core.errors import BayesTrainmapError, ExecutionError, TaskError
+from bayes_trainmap.core.executors import (
     Executor,
     LocalExecutor,
     add_executor_arguments,
@@ -26,7 +26,7 @@ from bayes_trainmap.executors import (
     executor_from_args,
     get_executor,
 )
-from bayes_trainmap.executors import storage
+from bayes_trainmap.core import storage
 
 
 def square_unless(bad: set[int], x: int) -> int:
@@ -190,7 +190,7 @@ def test_local_execution_never_imports_ray():
         """
         import sys
         from functools import partial
-        from bayes_trainmap.executors import execute, get_executor
+        from bayes_trainmap.core.executors import execute, get_executor
         with get_executor("local") as executor:
             report = execute(executor, partial(pow, 3), {"a": 2}, progress=False)
         assert report.values == {"a": 9}, report
@@ -279,7 +279,7 @@ def test_unknown_uri_scheme_is_a_clear_error():
 def test_collection_into_an_object_store_uri_resumes_and_refuses_other_settings():
     import fsspec  # a dependency of torch; its in-memory file system stands in for S3
 
-    from tasks.collect import collect
+    from bayes_trainmap.tasks.collect import collect
 
     memory = fsspec.filesystem("memory")
     if memory.exists("/bt-collect"):

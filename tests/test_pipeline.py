@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from hmmlearn.hmm import GaussianHMM as ReferenceHMM
 
-from bayes_trainmap import pipeline
+from bayes_trainmap.fitting import pipeline
 from bayes_trainmap.data import TrajectorySet, zscore_per_run
-from bayes_trainmap.errors import BayesTrainmapError, FitDirectoryError, ModelSelectionError, TrajectoryError
-from bayes_trainmap.fitdir import FIT_DIR_FORMAT, is_fit_dir, load_fit_dir
+from bayes_trainmap.core.errors import BayesTrainmapError, FitDirectoryError, ModelSelectionError, TrajectoryError
+from bayes_trainmap.data.fitdir import FIT_DIR_FORMAT, is_fit_dir, load_fit_dir
 
 
 @pytest.fixture(scope="module")

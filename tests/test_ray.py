@@ -17,13 +17,13 @@ import pytest
 import ray
 
 from bayes_trainmap.cli import main
-from bayes_trainmap.errors import BayesTrainmapError, ExecutionError, TaskError
-from bayes_trainmap.executors import LocalExecutor, execute, get_executor
-from bayes_trainmap.executors.ray_cluster import RayExecutor
-from bayes_trainmap.simulate import simulate_training_runs
-from tasks.collect import collect
-from tasks.sparse_parities import SparseParitiesTask
-from tasks.trajectory_io import read_run
+from bayes_trainmap.core.errors import BayesTrainmapError, ExecutionError, TaskError
+from bayes_trainmap.core.executors import LocalExecutor, execute, get_executor
+from bayes_trainmap.core.executors.ray_cluster import RayExecutor
+from bayes_trainmap.data.simulate import simulate_training_runs
+from bayes_trainmap.tasks.collect import collect
+from bayes_trainmap.tasks.sparse_parities import SparseParitiesTask
+from bayes_trainmap.tasks.trajectory_io import read_run
 
 # Test helpers live in this module, which Ray's workers cannot import by name:
 # ship them by value instead.
@@ -175,7 +175,7 @@ def test_parallelism_counts_the_tasks_the_cluster_can_hold(ray_cluster, caplog):
     assert RayExecutor(num_cpus_per_task=2).parallelism() == 1
     assert RayExecutor(num_cpus_per_task=0.5).parallelism() == 4
     # No GPU here: a GPU task cannot run now (said in a warning), but the answer stays >= 1.
-    with caplog.at_level("WARNING", logger="bayes_trainmap.executors.ray_cluster"):
+    with caplog.at_level("WARNING", logger="bayes_trainmap.core.executors.ray_cluster"):
         assert RayExecutor(num_gpus_per_task=1).parallelism() == 1
     assert "each task asks for 1 GPU but the Ray cluster has 0" in caplog.text
     assert LocalExecutor().parallelism() == 1
@@ -289,7 +289,7 @@ def test_collect_command_with_executor_ray(ray_cluster, tmp_path, capsys):
 
 def test_fit_command_with_executor_ray_equals_the_local_fit(ray_cluster, tmp_path):
     from bayes_trainmap.data import save_trajectories
-    from inference.params import HMMParams
+    from bayes_trainmap.inference.params import HMMParams
 
     simulated = simulate_training_runs(n_runs=10, n_checkpoints=80, path_dwell=(15, 20, 15), delay=10,
                                        n_features=3, random_state=5)

@@ -50,7 +50,7 @@ def test_every_paper_setting_has_a_wrapper_and_the_papers_numbers(driver):
 
 
 def test_settings_resolve_to_real_tasks_and_variants(driver):
-    from tasks.registry import get_task
+    from bayes_trainmap.tasks.registry import get_task
 
     for name, setting in driver.SETTINGS.items():
         task = get_task(setting["task"], variant=setting["variant"])

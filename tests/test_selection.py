@@ -7,8 +7,8 @@ import pytest
 from hmmlearn.hmm import GaussianHMM as ReferenceHMM
 
 from bayes_trainmap.data import split_runs, zscore_per_run
-from bayes_trainmap.errors import ModelSelectionError
-from bayes_trainmap.selection import (
+from bayes_trainmap.core.errors import ModelSelectionError
+from bayes_trainmap.fitting.selection import (
     check_supported,
     max_supported_states,
     n_free_parameters,
@@ -16,7 +16,7 @@ from bayes_trainmap.selection import (
     restart_seed,
     select_n_states,
 )
-from inference.params import HMMParams
+from bayes_trainmap.inference.params import HMMParams
 
 
 def _split_arrays(ts, seed=0):

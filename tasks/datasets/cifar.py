@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bayes_trainmap.errors import TaskError
+from bayes_trainmap.core.errors import TaskError
 
 #: Per-channel mean and standard deviation of the CIFAR-100 training images (in [0, 1]).
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bayes_trainmap.errors import TaskError
+from bayes_trainmap.core.errors import TaskError
 
 
 def modular_addition_pairs(p: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from bayes_trainmap.errors import TaskError
+from bayes_trainmap.core.errors import TaskError
 
 #: Standard-library modules whose docstrings form the default corpus (~250 KB of text).
 DEFAULT_CORPUS_MODULES: tuple[str, ...] = (

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tasks.models.transformer import TransformerBlock
+from ..models.transformer import TransformerBlock
 
 
 class MaskedLanguageModel(nn.Module):

@@ -19,8 +19,9 @@ import math
 import torch
 from torch import nn
 
-from bayes_trainmap.errors import TaskError
-from tasks.stats import ParameterSelection, SelectedParameter
+from bayes_trainmap.core.errors import TaskError
+
+from ..stats import ParameterSelection, SelectedParameter
 
 #: Allowed placements of layer normalisation inside a block.
 LAYER_NORM_PLACEMENTS = ("none", "pre", "post")

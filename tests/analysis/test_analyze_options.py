@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from bayes_trainmap import plots
+from bayes_trainmap.report import plots
 from bayes_trainmap.analysis import analyze, compute_filtered
 from bayes_trainmap.data import zscore_per_run
-from bayes_trainmap.dissimilarity import trajectory_dissimilarity
-from bayes_trainmap.simulate import simulate_training_runs
-from inference.params import HMMParams
+from bayes_trainmap.analysis.dissimilarity import trajectory_dissimilarity
+from bayes_trainmap.data.simulate import simulate_training_runs
+from bayes_trainmap.inference.params import HMMParams
 
 
 @pytest.fixture(scope="module")

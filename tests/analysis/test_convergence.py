@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_trainmap.convergence import TASK_THRESHOLDS, ConvergenceResult, convergence_steps, threshold_for_task
+from bayes_trainmap.analysis.convergence import TASK_THRESHOLDS, ConvergenceResult, convergence_steps, threshold_for_task
 
 
 def _frame():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bayes_trainmap.detours import convergence_regression, occupancy
+from bayes_trainmap.analysis.detours import convergence_regression, occupancy
 
 
 def test_occupancy_counts_fractions_per_run():

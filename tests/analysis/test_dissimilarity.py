@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_trainmap.dissimilarity import is_forking, pairwise_wasserstein, trajectory_dissimilarity
+from bayes_trainmap.analysis.dissimilarity import is_forking, pairwise_wasserstein, trajectory_dissimilarity
 
 
 def test_zero_one_metric_is_total_variation():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_trainmap.importance import importance_at, posterior_gradient
+from bayes_trainmap.analysis.importance import importance_at, posterior_gradient
 
 
 def _random_model(rng, n_states, n_features, covariance_type):

@@ -9,7 +9,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from bayes_trainmap.plots import map_layout  # noqa: E402
+from bayes_trainmap.report.plots import map_layout  # noqa: E402
 
 
 def test_two_separate_two_cycles_are_laid_out():

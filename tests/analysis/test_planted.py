@@ -12,8 +12,8 @@ import pytest
 
 from bayes_trainmap.analysis import Analysis, analyze
 from bayes_trainmap.data import zscore_per_run
-from bayes_trainmap.simulate import simulate_training_runs
-from inference.baum_welch import GaussianHMM
+from bayes_trainmap.data.simulate import simulate_training_runs
+from bayes_trainmap.inference.baum_welch import GaussianHMM
 
 SIM = dict(n_runs=30, n_checkpoints=150, path_dwell=(20, 25, 20), delay=30, random_state=1)
 

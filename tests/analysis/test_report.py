@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from bayes_trainmap import pipeline
-from bayes_trainmap.detours import convergence_regression
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.report import (
+from bayes_trainmap.fitting import pipeline
+from bayes_trainmap.analysis.detours import convergence_regression
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.report.build import (
     FIGURE_NAMES,
     build_report,
     load_analysis,
@@ -18,7 +18,7 @@ from bayes_trainmap.report import (
     validate_report_json,
     write_report,
 )
-from bayes_trainmap.simulate import simulate_training_runs
+from bayes_trainmap.data.simulate import simulate_training_runs
 
 
 @pytest.fixture(scope="module")

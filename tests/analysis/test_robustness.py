@@ -11,9 +11,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import betaln, gammaln
 from scipy.stats import binom
 
-from bayes_trainmap import pipeline
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.robustness import (
+from bayes_trainmap.fitting import pipeline
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.fitting.robustness import (
     count_predictive,
     map_quantities,
     match_by_role,
@@ -24,8 +24,8 @@ from bayes_trainmap.robustness import (
     robustness_section,
     summarize_bags,
 )
-from bayes_trainmap.simulate import simulate_training_runs
-from inference.params import HMMParams
+from bayes_trainmap.data.simulate import simulate_training_runs
+from bayes_trainmap.inference.params import HMMParams
 
 
 def _params(K=3, d=2, seed=0):
@@ -113,7 +113,7 @@ def test_resample_runs_concatenates_the_drawn_runs():
 @pytest.fixture(scope="module")
 def planted_bags():
     sim = simulate_training_runs(24, n_checkpoints=200, n_features=4, detour_prob=0.5, random_state=5)
-    from inference.baum_welch import GaussianHMM
+    from bayes_trainmap.inference.baum_welch import GaussianHMM
 
     Z = sim.feature_matrix()
     fit = GaussianHMM(sim.n_states, "diag", n_restarts=3, random_state=0).fit(Z, sim.lengths).params_
@@ -193,7 +193,7 @@ def test_sampled_paths_give_the_posterior_probability_of_using_an_edge():
     """FFBS decoding in map_quantities against brute-force enumeration of every path."""
     from scipy.special import logsumexp
 
-    from inference.emissions import gaussian_log_likelihood
+    from bayes_trainmap.inference.emissions import gaussian_log_likelihood
 
     params = HMMParams(
         start_prob=np.array([0.7, 0.3]),

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bayes_trainmap.convergence import convergence_steps
-from bayes_trainmap.schema import STATISTIC_NAMES
-from bayes_trainmap.simulate import simulate_training_runs
+from bayes_trainmap.analysis.convergence import convergence_steps
+from bayes_trainmap.core.schema import STATISTIC_NAMES
+from bayes_trainmap.data.simulate import simulate_training_runs
 
 
 def test_deterministic_and_well_formed():

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_trainmap.importance import posterior_gradient
-from bayes_trainmap.training_map import TrainingMap, build_training_map, format_change
+from bayes_trainmap.analysis.importance import posterior_gradient
+from bayes_trainmap.analysis.training_map import TrainingMap, build_training_map, format_change
 
 
 def _model():

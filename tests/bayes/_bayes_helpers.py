@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayes_trainmap.simulate import simulate_training_runs
-from inference.params import HMMParams
+from bayes_trainmap.data.simulate import simulate_training_runs
+from bayes_trainmap.inference.params import HMMParams
 
 
 def random_params(n_states=3, n_features=2, covariance_type="full", seed=0) -> HMMParams:
@@ -80,7 +80,7 @@ class Planted:
 
     def mle(self):
         """EM from :meth:`mle_start`, run to tight convergence (cached)."""
-        from inference.baum_welch import GaussianHMM
+        from bayes_trainmap.inference.baum_welch import GaussianHMM
 
         if self._mle is not None:
             return self._mle

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.baum_welch import GaussianHMM
-from inference.bayes_fit import fit_map, fit_svi
-from inference.bayes_model import HMMPrior
+from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.inference.bayes_fit import fit_map, fit_svi
+from bayes_trainmap.inference.bayes_model import HMMPrior
 
 
 def _score(params, planted):
@@ -63,7 +63,7 @@ def test_map_fit_has_no_posterior_and_bad_options_are_rejected(planted):
 def test_tail_average_keeps_the_mean_of_the_last_complete_window():
     import torch
 
-    from inference.bayes_fit import _TailAverage
+    from bayes_trainmap.inference.bayes_fit import _TailAverage
 
     module = torch.nn.Linear(2, 1)
     tail = _TailAverage(window=3)

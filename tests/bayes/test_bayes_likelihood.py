@@ -11,8 +11,8 @@ import torch
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 
 from _bayes_helpers import random_params
-from inference.bayes_likelihood import hmm_log_likelihood, pad_sequences, reference_log_likelihood
-from inference.bayes_model import (
+from bayes_trainmap.inference.bayes_likelihood import hmm_log_likelihood, pad_sequences, reference_log_likelihood
+from bayes_trainmap.inference.bayes_model import (
     HMMPrior,
     emission_log_prob,
     enumerated_hmm_model,
@@ -20,8 +20,8 @@ from inference.bayes_model import (
     params_from_sites,
     sites_from_params,
 )
-from inference.emissions import gaussian_log_likelihood
-from inference.forward_backward import forward_backward, viterbi
+from bayes_trainmap.inference.emissions import gaussian_log_likelihood
+from bayes_trainmap.inference.forward_backward import forward_backward, viterbi
 
 LENGTHS = [7, 3, 11, 1, 6]
 

@@ -11,8 +11,8 @@ import arviz as az  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from bayes_trainmap.errors import BayesTrainmapError  # noqa: E402
-from bayes_trainmap.posterior import (  # noqa: E402
+from bayes_trainmap.core.errors import BayesTrainmapError  # noqa: E402
+from bayes_trainmap.fitting.bayesian import (  # noqa: E402
     _regression_draw,
     align_to_reference,
     fit_bayesian,

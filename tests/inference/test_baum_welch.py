@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from hmmlearn import hmm
 
-from bayes_trainmap.errors import ModelSelectionError
-from inference.baum_welch import EmptyStateWarning, GaussianHMM, NotFittedError
-from inference.params import HMMParams
+from bayes_trainmap.inference.errors import ModelSizeError
+from bayes_trainmap.inference.baum_welch import EmptyStateWarning, GaussianHMM, NotFittedError
+from bayes_trainmap.inference.params import HMMParams
 
 LENGTHS = [60, 25, 90, 41]
 
@@ -277,9 +277,9 @@ def test_saved_params_rebuild_the_same_model(tmp_path):
         (np.full((10, 2), np.nan), None, {}, ValueError, r"X must be finite; X\[0, 0\] = nan"),
         (np.zeros((10, 2)), [4, 4], {}, ValueError, "lengths sum to 8 but X has 10 rows"),
         (np.zeros((10, 2)), [10, 0], {}, ValueError, "lengths must be positive"),
-        (np.zeros((4, 2)), None, {"n_states": 5}, ModelSelectionError,
+        (np.zeros((4, 2)), None, {"n_states": 5}, ModelSizeError,
          "cannot fit K=5 states to 4 checkpoints"),
-        (np.zeros((4, 2)), None, {"n_states": 0}, ModelSelectionError, "n_states must be at least 1"),
+        (np.zeros((4, 2)), None, {"n_states": 0}, ModelSizeError, "n_states must be at least 1"),
         (np.zeros((4, 2)), None, {"init": "spectral"}, ValueError, "init must be 'kmeans', 'random'"),
         (np.zeros((4, 2)), None, {"covariance_type": "tied"}, ValueError, "covariance_type must be one of"),
         (np.zeros((4, 2)), None, {"min_covar": -1.0}, ValueError, "min_covar must be"),
@@ -302,4 +302,4 @@ def test_misuse_raises():
         GaussianHMM(3, init=p).fit(np.zeros((5, 2)))
     with pytest.raises(ValueError, match="X has 3 features but the model was fitted with 2"):
         GaussianHMM.from_params(p).score(np.zeros((5, 3)))
-    assert issubclass(ModelSelectionError, ValueError)
+    assert issubclass(ModelSizeError, ValueError)

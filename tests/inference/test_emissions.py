@@ -8,7 +8,7 @@ import torch
 from hmmlearn.stats import log_multivariate_normal_density
 from scipy.stats import multivariate_normal
 
-from inference.emissions import QuadraticFeatures, gaussian_log_likelihood
+from bayes_trainmap.inference.emissions import QuadraticFeatures, gaussian_log_likelihood
 
 
 def _random_problem(rng, n=30, K=3, d=4, offset=0.0):

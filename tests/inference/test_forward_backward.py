@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from inference import _numba_kernels as nk
-from inference.forward_backward import (
+from bayes_trainmap.inference import _numba_kernels as nk
+from bayes_trainmap.inference.forward_backward import (
     filtered_posteriors,
     forward_backward,
     log_likelihood,
@@ -230,7 +230,7 @@ def test_numba_results_do_not_depend_on_the_thread_count():
     """Parallel kernels keep per-sequence / per-block parts and add them in a fixed order."""
     import numba
 
-    from inference.emissions import QuadraticFeatures
+    from bayes_trainmap.inference.emissions import QuadraticFeatures
 
     rng = np.random.default_rng(11)
     lengths = [300, 7, 1200, 45, 2600]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from inference.params import FORMAT_VERSION, HMMParams
+from bayes_trainmap.inference.params import FORMAT_VERSION, HMMParams
 
 
 def _params(covariance_type="full", K=3, d=2, seed=0):

@@ -9,12 +9,12 @@ import torch
 from model_stats_oracle import assert_statistics_close, numpy_statistics
 from torch import nn
 
-from bayes_trainmap.errors import TaskError
-from tasks.datasets.cifar import load_cifar100, normalize_images, random_crop_flip, write_cifar100_fixture
-from tasks.loop import train_sequential
-from tasks.models.resnet import CifarResNet18
-from tasks.registry import get_task
-from tasks.stats import default_parameter_selection, weight_statistics
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.tasks.datasets.cifar import load_cifar100, normalize_images, random_crop_flip, write_cifar100_fixture
+from bayes_trainmap.tasks.loop import train_sequential
+from bayes_trainmap.tasks.models.resnet import CifarResNet18
+from bayes_trainmap.tasks.registry import get_task
+from bayes_trainmap.tasks.stats import default_parameter_selection, weight_statistics
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_smoke_training_on_the_fixture(cifar_root, variant):
 
 
 def test_destabilised_network_trains_as_an_ensemble_and_batch_norm_falls_back(cifar_root):
-    from tasks.ensemble import train_ensemble
+    from bayes_trainmap.tasks.ensemble import train_ensemble
 
     root, checksums = cifar_root
     settings = dict(size="smoke", data_root=str(root), checksums=checksums, steps=4, eval_every=2)

@@ -9,10 +9,10 @@ import pytest
 import toy_tasks  # noqa: F401  (registers the toy tasks)
 
 from bayes_trainmap.data import load_trajectories
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import STATISTIC_NAMES
-from tasks.collect import COLLECTION_FILE, collect, parse_seeds, run_path
-from tasks.trajectory_io import read_run
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import STATISTIC_NAMES
+from bayes_trainmap.tasks.collect import COLLECTION_FILE, collect, parse_seeds, run_path
+from bayes_trainmap.tasks.trajectory_io import read_run
 
 SMOKE = {"size": "smoke", "steps": 20}
 
@@ -152,7 +152,7 @@ def test_bad_inputs(tmp_path):
 
 def test_unwritable_output_directory(tmp_path, monkeypatch):
     # permissions cannot lock out root, so simulate a read-only directory
-    import tasks.collect as collect_module
+    import bayes_trainmap.tasks.collect as collect_module
 
     monkeypatch.setattr(collect_module.os, "access", lambda path, mode: False)
     with pytest.raises(TaskError, match="not writable"):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from bayes_trainmap.errors import TaskError
-from tasks.image_mlp import MNIST_MEAN, MNIST_STD
-from tasks.loop import train_sequential
-from tasks.registry import get_task
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.tasks.image_mlp import MNIST_MEAN, MNIST_STD
+from bayes_trainmap.tasks.loop import train_sequential
+from bayes_trainmap.tasks.registry import get_task
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

@@ -14,11 +14,11 @@ import torch
 import toy_tasks  # noqa: F401  (registers the toy tasks)
 from torch import nn
 
-from bayes_trainmap.schema import OUTCOME_COLUMNS, STATISTIC_NAMES
-from tasks.base import OptimizerSpec
-from tasks.ensemble import FunctionalOptimizer, train_ensemble
-from tasks.loop import BatchOrder, checkpoint_steps, derive_seed, train_sequential
-from tasks.registry import get_task
+from bayes_trainmap.core.schema import OUTCOME_COLUMNS, STATISTIC_NAMES
+from bayes_trainmap.tasks.base import OptimizerSpec
+from bayes_trainmap.tasks.ensemble import FunctionalOptimizer, train_ensemble
+from bayes_trainmap.tasks.loop import BatchOrder, checkpoint_steps, derive_seed, train_sequential
+from bayes_trainmap.tasks.registry import get_task
 
 VALUES = [*STATISTIC_NAMES, *OUTCOME_COLUMNS]
 
@@ -106,7 +106,7 @@ def test_batch_order_is_a_stream_of_permutations():
 def test_unvmappable_models_fall_back_to_sequential(caplog):
     for name in ("toy_batchnorm", "toy_unvmappable"):
         task = get_task(name)
-        with caplog.at_level(logging.WARNING, logger="tasks.ensemble"):
+        with caplog.at_level(logging.WARNING, logger="bayes_trainmap.tasks.ensemble"):
             runs = train_ensemble(task, [0, 1], device="cpu")
         assert [r.trainer for r in runs] == ["sequential", "sequential"]
         assert "sequentially" in caplog.text

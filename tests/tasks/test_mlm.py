@@ -11,20 +11,20 @@ import torch
 from model_stats_oracle import assert_statistics_close, numpy_statistics
 
 from bayes_trainmap.data import load_trajectories
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import STATISTIC_NAMES
-from tasks.datasets.text import CharTokenizer, chunk_sequences, mask_tokens, stdlib_docstring_corpus
-from tasks.hf_checkpoints import (
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import STATISTIC_NAMES
+from bayes_trainmap.tasks.datasets.text import CharTokenizer, chunk_sequences, mask_tokens, stdlib_docstring_corpus
+from bayes_trainmap.tasks.hf_checkpoints import (
     MissingExtraError,
     bert_encoder_selection,
     step_from_checkpoint_name,
     trajectory_from_hf_checkpoints,
 )
-from tasks.loop import train_sequential
-from tasks.models.bert import MaskedLanguageModel
-from tasks.models.transformer import transformer_blocks_selection
-from tasks.registry import get_task
-from tasks.stats import weight_statistics
+from bayes_trainmap.tasks.loop import train_sequential
+from bayes_trainmap.tasks.models.bert import MaskedLanguageModel
+from bayes_trainmap.tasks.models.transformer import transformer_blocks_selection
+from bayes_trainmap.tasks.registry import get_task
+from bayes_trainmap.tasks.stats import weight_statistics
 
 
 def test_corpus_is_deterministic_printable_ascii():
@@ -205,7 +205,7 @@ def test_selection_rejects_non_bert_state_dicts():
 
 
 def test_mlm_trains_as_a_vmapped_ensemble_like_sequential():
-    from tasks.ensemble import train_ensemble
+    from bayes_trainmap.tasks.ensemble import train_ensemble
 
     task = get_task("mlm", size="smoke", steps=20)
     ensemble = train_ensemble(task, [0, 1], device="cpu")

@@ -8,12 +8,12 @@ import torch
 from model_stats_oracle import assert_statistics_close, numpy_statistics
 from torch import nn
 
-from tasks.datasets.modular import modular_addition_pairs, modular_addition_split
-from tasks.ensemble import train_ensemble
-from tasks.loop import train_sequential
-from tasks.models.transformer import ModularTransformer, transformer_blocks_selection
-from tasks.registry import get_task
-from tasks.stats import weight_statistics
+from bayes_trainmap.tasks.datasets.modular import modular_addition_pairs, modular_addition_split
+from bayes_trainmap.tasks.ensemble import train_ensemble
+from bayes_trainmap.tasks.loop import train_sequential
+from bayes_trainmap.tasks.models.transformer import ModularTransformer, transformer_blocks_selection
+from bayes_trainmap.tasks.registry import get_task
+from bayes_trainmap.tasks.stats import weight_statistics
 
 
 def test_split_covers_every_problem_once_with_paper_sizes():

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from bayes_trainmap.data import load_trajectories
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import STATISTIC_NAMES
-from tasks.recorder import TrajectoryRecorder, trajectory_from_checkpoints
-from tasks.stats import weight_statistics
-from tasks.trajectory_io import read_run
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import STATISTIC_NAMES
+from bayes_trainmap.tasks.recorder import TrajectoryRecorder, trajectory_from_checkpoints
+from bayes_trainmap.tasks.stats import weight_statistics
+from bayes_trainmap.tasks.trajectory_io import read_run
 
 
 def _model() -> nn.Module:

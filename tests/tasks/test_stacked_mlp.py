@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.ensemble import IGNORE_INDEX, _cross_entropy_output_gradient
-from tasks.stacked_mlp import stacked_mlp_plan
+from bayes_trainmap.tasks.ensemble import IGNORE_INDEX, _cross_entropy_output_gradient
+from bayes_trainmap.tasks.stacked_mlp import stacked_mlp_plan
 
 
 def _members(build, n_members: int) -> list[nn.Module]:

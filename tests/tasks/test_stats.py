@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from bayes_trainmap.errors import TaskError
-from bayes_trainmap.schema import STATISTIC_NAMES
-from tasks.stats import (
+from bayes_trainmap.core.errors import TaskError
+from bayes_trainmap.core.schema import STATISTIC_NAMES
+from bayes_trainmap.tasks.stats import (
     ParameterSelection,
     SelectedParameter,
     _singular_values,

@@ -8,7 +8,7 @@ import pytest
 
 from bayes_trainmap.cli import main as package_main
 from bayes_trainmap.data import load_trajectories
-from tasks.cli import main, parse_overrides
+from bayes_trainmap.tasks.cli import main, parse_overrides
 
 
 def test_collect_then_resume_from_the_package_cli(tmp_path, capsys):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tasks.base import Task, TaskData
-from tasks.registry import register_task
+from bayes_trainmap.tasks.base import Task, TaskData
+from bayes_trainmap.tasks.registry import register_task
 
 
 def _blobs(seed: int, n: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

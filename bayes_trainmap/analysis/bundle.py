@@ -33,13 +33,13 @@ When present, every report table shows the intervals and the figures use them
 (edge opacity by ``p_exists``, a forest plot of coefficients, the ELBO trace).
 
 With the default ``--intervals bagged`` the dict comes from
-:func:`bayes_trainmap.robustness.summarize_bags` instead: the same keys, plus
+:func:`bayes_trainmap.fitting.robustness.summarize_bags` instead: the same keys, plus
 ``method`` and ``labels`` (what each interval is), ``n_bags``, ``bags_converged``,
 ``p_forking``, and posterior-predictive bounds for a new set of N seeds
 (``trans_prob_pred_lo/hi`` per edge, ``coef_pred_lo/hi`` per state, ``pred_lo/hi``
 of ``r_squared``); its ``n_runs_lo/hi`` are predictive intervals.
 
-``Analysis.robustness`` (every mode, :func:`bayes_trainmap.robustness.robustness_section`)
+``Analysis.robustness`` (every mode, :func:`bayes_trainmap.fitting.robustness.robustness_section`)
 holds the share of resampled fits reproducing each edge, the fork and each detour,
 and the K chosen on resamples of the selection.
 """
@@ -54,13 +54,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.baselines import DEFAULT_STATES_RANGE, BaselineSelection, hmm1_selection, kmeans_selection
-from bayes_trainmap.convergence import ConvergenceResult, convergence_from_arrays
-from bayes_trainmap.detours import RegressionResult, convergence_regression, occupancy
-from bayes_trainmap.dissimilarity import is_forking, trajectory_dissimilarity
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.schema import RUN_COLUMN
-from bayes_trainmap.training_map import TrainingMap, build_training_map
+from bayes_trainmap.analysis.baselines import (
+    DEFAULT_STATES_RANGE,
+    BaselineSelection,
+    hmm1_selection,
+    kmeans_selection,
+)
+from bayes_trainmap.analysis.convergence import (
+    ConvergenceResult,
+    convergence_from_arrays,
+)
+from bayes_trainmap.analysis.detours import (
+    RegressionResult,
+    convergence_regression,
+    occupancy,
+)
+from bayes_trainmap.analysis.dissimilarity import is_forking, trajectory_dissimilarity
+from bayes_trainmap.analysis.training_map import TrainingMap, build_training_map
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.schema import RUN_COLUMN
+from bayes_trainmap.inference.emissions import gaussian_log_likelihood
+from bayes_trainmap.inference.forward_backward import filtered_posteriors
 
 __all__ = ["Analysis", "analyze", "compute_filtered", "validate_uncertainty", "UNCERTAINTY_KEYS", "ANALYSIS_FORMAT"]
 
@@ -109,7 +123,7 @@ class Analysis:
         Bayesian posterior summaries (structure in the module docstring).
     robustness : dict or None
         Share of resampled fits reproducing each edge, the fork and each detour
-        (:func:`bayes_trainmap.robustness.robustness_section`).
+        (:func:`bayes_trainmap.fitting.robustness.robustness_section`).
     """
 
     settings: dict[str, Any]
@@ -213,9 +227,6 @@ def _clean(value: Any) -> Any:
 
 def compute_filtered(params, Z: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Filtered posteriors ``p(s_t | z_1:t)`` of every checkpoint under ``params``, shape (n, K)."""
-    from inference.emissions import gaussian_log_likelihood
-    from inference.forward_backward import filtered_posteriors
-
     log_emission = gaussian_log_likelihood(np.asarray(Z, dtype=float), params.means, params.covars, params.covariance_type)
     with np.errstate(divide="ignore"):
         log_start = np.log(np.asarray(params.start_prob, dtype=float))
@@ -339,7 +350,7 @@ def analyze(
     outcome : str
         Outcome column defining convergence.
     threshold : float
-        Convergence threshold (see :data:`bayes_trainmap.convergence.TASK_THRESHOLDS`).
+        Convergence threshold (see :data:`bayes_trainmap.analysis.convergence.TASK_THRESHOLDS`).
     higher_is_better : bool or None
         Crossing direction (default: downwards for losses).
     include_unconverged : bool

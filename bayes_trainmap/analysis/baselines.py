@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.errors import BayesTrainmapError, ModelSelectionError
+from bayes_trainmap.core.errors import BayesTrainmapError, ModelSelectionError
+from bayes_trainmap.inference.baum_welch import GaussianHMM
 
 __all__ = [
     "BaselineSelection",
@@ -205,8 +206,6 @@ def hmm1_selection(
     -------
     BaselineSelection
     """
-    from inference.baum_welch import GaussianHMM
-
     x_train = np.asarray(x_train, dtype=float).reshape(-1, 1)
     x_val = np.asarray(x_val, dtype=float).reshape(-1, 1)
     n_val = x_val.shape[0]

@@ -1,11 +1,11 @@
 """Rendering of the robustness section and the interval labels of a report.
 
 The report dictionary's ``robustness`` entry comes from
-:func:`bayes_trainmap.robustness.robustness_section`; ``uncertainty`` from either the
-plain posterior (:func:`bayes_trainmap.posterior.summarize`) or the bagged fits
-(:func:`bayes_trainmap.robustness.summarize_bags`, which adds ``method`` and
+:func:`bayes_trainmap.fitting.robustness.robustness_section`; ``uncertainty`` from either the
+plain posterior (:func:`bayes_trainmap.fitting.bayesian.summarize`) or the bagged fits
+(:func:`bayes_trainmap.fitting.robustness.summarize_bags`, which adds ``method`` and
 ``labels``). These helpers turn them into tables (header, rows of strings) and the
-sentences that say what each interval is; :mod:`bayes_trainmap.report` places them in
+sentences that say what each interval is; :mod:`bayes_trainmap.report.build` places them in
 the Markdown, HTML and terminal output.
 """
 

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
-from bayes_trainmap.executors.base import TaskResult, check_items, is_retryable
+from bayes_trainmap.core.executors.base import TaskResult, check_items, is_retryable
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class LocalExecutor:
     ----------
     max_retries : int, default 0
         Extra attempts for an item whose attempt raised an exception other than a
-        :class:`~bayes_trainmap.errors.BayesTrainmapError`. In one process most failures
+        :class:`~bayes_trainmap.core.errors.BayesTrainmapError`. In one process most failures
         repeat identically, hence no retry by default.
 
     Notes

@@ -8,7 +8,7 @@ at least one run's Viterbi path makes that transition. Each edge carries
 * the mean and sample SD of the convergence steps of those runs;
 * its label: the 3 features most influential for state ``k``, by the absolute
   gradient ``|d log p(s_t = k | z_1:t) / d z_t|`` (appendix A, see
-  :mod:`bayes_trainmap.importance`) evaluated at the first checkpoint in ``k``
+  :mod:`bayes_trainmap.analysis.importance`) evaluated at the first checkpoint in ``k``
   after each use and averaged over all uses, each with the change of mean
   ``mu_k - mu_j`` in z-units and its direction -- the paper's "L2 ↓ 0.59".
 
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.importance import posterior_gradient
-from bayes_trainmap.schema import STATISTIC_LABELS
+from bayes_trainmap.analysis.importance import posterior_gradient
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.schema import STATISTIC_LABELS
 
 __all__ = ["TrainingMap", "build_training_map", "format_change", "N_TOP_FEATURES"]
 

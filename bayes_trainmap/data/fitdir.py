@@ -36,7 +36,8 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.errors import FitDirectoryError
+from bayes_trainmap.core.errors import FitDirectoryError
+from bayes_trainmap.inference.params import HMMParams
 
 __all__ = [
     "FIT_DIR_FORMAT",
@@ -212,8 +213,6 @@ class FitDirectory:
     @functools.cached_property
     def params(self):
         """The fitted :class:`inference.params.HMMParams`."""
-        from inference.params import HMMParams
-
         return HMMParams.load(self.path / MODEL_FILE)
 
     @functools.cached_property

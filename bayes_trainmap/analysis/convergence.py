@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.schema import RUN_COLUMN, STEP_COLUMN
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.schema import RUN_COLUMN, STEP_COLUMN
 
 __all__ = [
     "TASK_THRESHOLDS",

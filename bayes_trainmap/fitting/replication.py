@@ -3,7 +3,7 @@
 The runs are split at random into halves A and B. Intervals are computed on A by an
 interval method; the same map quantities are measured on B (a Baum-Welch fit of the
 same K on B, warm-started at A's fit, its states matched to A's by role with
-:func:`bayes_trainmap.robustness.match_by_role`); an interval *covers* when B's value
+:func:`bayes_trainmap.fitting.robustness.match_by_role`); an interval *covers* when B's value
 lies inside it. Quantity classes:
 
 * ``edge_fraction`` -- share of runs whose path uses ``j -> k``, for every edge of A's
@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.robustness import (
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.fitting.robustness import (
     MapQuantities,
     count_predictive,
     map_quantities,
@@ -77,8 +78,6 @@ class IntervalDraws:
 
 def fit_half(Z, lengths, n_states: int, *, covariance: str = "full", restarts: int = 5, seed: int = 0, **em):
     """Baum-Welch fit of ``n_states`` on one half (k-means restarts), the half's own reference."""
-    from inference.baum_welch import GaussianHMM
-
     model = GaussianHMM(n_states, covariance, n_restarts=restarts, random_state=seed, **em)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -105,7 +104,7 @@ def draws_from_bags(bags, *, predictive: bool) -> IntervalDraws:
 
 
 def draws_from_posterior(draws, label: str = "posterior") -> IntervalDraws:
-    """Interval draws from :class:`bayes_trainmap.posterior.PosteriorDraws`."""
+    """Interval draws from :class:`bayes_trainmap.fitting.bayesian.PosteriorDraws`."""
     N = draws.occupancy.shape[1]
     return IntervalDraws(
         draws.edge_runs / N, draws.trans_mat, draws.means, draws.coefficients, draws.r_squared, draws.detour, label

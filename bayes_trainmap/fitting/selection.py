@@ -25,8 +25,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap.errors import ModelSelectionError
-from bayes_trainmap.executors import Executor, LocalExecutor, execute
+from bayes_trainmap.core.errors import ModelSelectionError
+from bayes_trainmap.core.executors import Executor, LocalExecutor, execute
+from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.inference.errors import InferenceError
 
 __all__ = [
     "DEFAULT_STATES",
@@ -244,9 +246,9 @@ def select_n_states(
     min_covar : float
         Covariance regularisation of the engine.
     feature_names : sequence of str, optional
-    executor : bayes_trainmap.executors.Executor, optional
+    executor : bayes_trainmap.core.executors.Executor, optional
         Where the (K, restart) fits run (default: one after the other in this
-        process); e.g. a :class:`~bayes_trainmap.executors.ray_cluster.RayExecutor`
+        process); e.g. a :class:`~bayes_trainmap.core.executors.ray_cluster.RayExecutor`
         runs them as Ray tasks with the same results. A fit that fails re-raises its
         error here.
 
@@ -384,8 +386,6 @@ def fit_candidate(
     model : inference.baum_welch.GaussianHMM
         The fitted model.
     """
-    from inference.baum_welch import GaussianHMM
-
     k, restart = (int(value) for value in candidate)
     seed = restart_seed(base_seed, k, restart)
     model = GaussianHMM(
@@ -402,7 +402,10 @@ def fit_candidate(
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(X_train, len_train)
+        try:
+            model.fit(X_train, len_train)
+        except InferenceError as exc:  # the engine's own error, at this layer's boundary
+            raise ModelSelectionError(f"K={k}, restart {restart}: {exc}") from exc
     empty_events = _reemit(caught, k, restart)
     val_ll = float(model.score(X_val, len_val))
     p = n_free_parameters(k, X_train.shape[1], covariance_type)

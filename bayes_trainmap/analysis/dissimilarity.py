@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from bayes_trainmap.errors import BayesTrainmapError
+from bayes_trainmap.core.errors import BayesTrainmapError
 
 __all__ = ["ground_metric", "pairwise_wasserstein", "trajectory_dissimilarity", "is_forking"]
 

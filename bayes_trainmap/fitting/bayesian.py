@@ -23,7 +23,7 @@ whatever the parameters. ``decode="sample"`` is available for the path-level vie
 
 Regression posterior: with ``y`` the standardised convergence steps of the converged
 runs and ``X`` their occupancies (visited states only, no separate intercept, exactly
-as :func:`bayes_trainmap.detours.convergence_regression`), the flat prior
+as :func:`bayes_trainmap.analysis.detours.convergence_regression`), the flat prior
 ``p(beta, sigma^2) ∝ 1/sigma^2`` gives the exact normal-inverse-gamma posterior
 ``sigma^2 | y ~ RSS / chi^2_{n-p}``, ``beta | sigma^2, y ~ N(beta_hat, sigma^2 (X^T X)^-1)``
 (marginally a multivariate t). One ``(beta, sigma^2)`` is drawn per HMM draw, so the
@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from bayes_trainmap.detours import occupancy as occupancy_fractions
-from bayes_trainmap.errors import BayesTrainmapError
+from bayes_trainmap.analysis.detours import occupancy as occupancy_fractions
+from bayes_trainmap.core.errors import BayesTrainmapError
 
 __all__ = [
     "MODES",
@@ -213,8 +213,8 @@ def _regression_draw(occ: np.ndarray, y_raw: np.ndarray, rng: np.random.Generato
 
 
 def _decode(params, Z, lengths, decode: str, rng):
-    from inference.emissions import gaussian_log_likelihood
-    from inference.forward_backward import sample_paths, viterbi
+    from bayes_trainmap.inference.emissions import gaussian_log_likelihood
+    from bayes_trainmap.inference.forward_backward import sample_paths, viterbi
 
     log_emission = gaussian_log_likelihood(Z, params.means, params.covars, params.covariance_type)
     with np.errstate(divide="ignore"):
@@ -553,7 +553,7 @@ def fit_bayesian(
         See :func:`align_to_reference`.
     progress : bool
     """
-    from inference.bayes_fit import fit_map, fit_svi
+    from bayes_trainmap.inference.bayes_fit import fit_map, fit_svi
 
     if mode not in MODES:
         raise BayesTrainmapError(f"mode must be one of {MODES}, got {mode!r}")

@@ -7,12 +7,14 @@ without pyplot's global state), draws, and returns what it drew; none calls
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from bayes_trainmap.analysis.training_map import format_change
 
 __all__ = [
     "new_axes",
@@ -186,8 +188,6 @@ def map_layout(states: Sequence[int], edges: Sequence[tuple[int, int]], initial:
 
 
 def _edge_text(row, max_features: int = 3) -> str:
-    from bayes_trainmap.training_map import format_change
-
     lines = [format_change(f, c) for f, c in list(zip(row["top_features"], row["mean_change"]))[:max_features]]
     runs = int(row["n_runs"])
     lines.append(f"{runs} run{'s' if runs != 1 else ''}, p({int(row['target'])}|{int(row['source'])})={row['trans_prob']:.3f}")
@@ -229,7 +229,7 @@ def plot_training_map(
 
     Parameters
     ----------
-    training_map : bayes_trainmap.training_map.TrainingMap
+    training_map : bayes_trainmap.analysis.training_map.TrainingMap
     detour_states : sequence of int
     uncertainty : dict, optional
         ``Analysis.uncertainty``.

@@ -35,8 +35,15 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.schema import RUN_COLUMN, SEED_COLUMN, STATISTIC_NAMES, STEP_COLUMN
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.schema import (
+    RUN_COLUMN,
+    SEED_COLUMN,
+    STATISTIC_NAMES,
+    STEP_COLUMN,
+)
+from bayes_trainmap.data.trajectories import TrajectorySet
+from bayes_trainmap.inference.params import HMMParams
 
 __all__ = ["SimulatedTrajectories", "simulate_training_runs"]
 
@@ -93,15 +100,11 @@ class SimulatedTrajectories:
     @property
     def trajectories(self):
         """The frame as a :class:`bayes_trainmap.data.TrajectorySet`."""
-        from bayes_trainmap.data import TrajectorySet
-
         return TrajectorySet(self.frame.copy(), dict(self.planted["metadata"]))
 
     @property
     def true_params(self):
         """The planted model as an :class:`inference.params.HMMParams` (raw units, diag)."""
-        from inference.params import HMMParams
-
         p = self.planted
         return HMMParams(
             start_prob=np.asarray(p["start_prob"], dtype=float),

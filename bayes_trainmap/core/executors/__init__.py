@@ -5,12 +5,12 @@ through an :class:`Executor`:
 
 - :class:`LocalExecutor` (``"local"``, the default) runs items one after the other in
   this process and never imports Ray;
-- :class:`~bayes_trainmap.executors.ray_cluster.RayExecutor` (``"ray"``) runs each item
+- :class:`~bayes_trainmap.core.executors.ray_cluster.RayExecutor` (``"ray"``) runs each item
   as a Ray task with declared CPU/GPU resources, on a local Ray instance or a cluster.
 
 Both yield outcomes as items complete, retry a failed item a bounded number of times and
 report items that keep failing by name without stopping the others. :func:`execute`
-drives an executor behind one progress bar. :mod:`bayes_trainmap.executors.storage`
+drives an executor behind one progress bar. :mod:`bayes_trainmap.core.storage`
 writes outputs atomically to local paths, shared file systems or object-store URIs.
 
 Example
@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.executors.base import (
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.executors.base import (
     ExecutionReport,
     Executor,
     TaskResult,
@@ -36,7 +36,7 @@ from bayes_trainmap.executors.base import (
     execute,
     is_retryable,
 )
-from bayes_trainmap.executors.local import LocalExecutor
+from bayes_trainmap.core.executors.local import LocalExecutor
 
 #: Executor names accepted by :func:`get_executor` and ``--executor``.
 EXECUTOR_NAMES: tuple[str, ...] = ("local", "ray")
@@ -73,7 +73,7 @@ def get_executor(name: str = "local", **options: Any) -> Executor:
             )
         return LocalExecutor(**options)
     if name == "ray":
-        from bayes_trainmap.executors.ray_cluster import RayExecutor
+        from bayes_trainmap.core.executors.ray_cluster import RayExecutor
 
         return RayExecutor(**options)
     raise BayesTrainmapError(

@@ -23,7 +23,7 @@ import os
 import tempfile
 from typing import Any
 
-from bayes_trainmap.errors import BayesTrainmapError
+from bayes_trainmap.core.errors import BayesTrainmapError
 
 _LOCAL_SCHEMES = ("", "file")
 

@@ -5,7 +5,7 @@ seeds, a ``(K, restart)`` pair) and yields one :class:`TaskResult` per item as i
 finish, in completion order. A failing item is retried a bounded number of times;
 an item that still fails is reported by name and never stops the others.
 
-This module imports only the standard library, :mod:`bayes_trainmap.errors` and tqdm,
+This module imports only the standard library, :mod:`bayes_trainmap.core.errors` and tqdm,
 so that ``tasks`` can use executors without depending on analysis code.
 """
 
@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from bayes_trainmap.errors import BayesTrainmapError, ExecutionError
+from bayes_trainmap.core.errors import BayesTrainmapError, ExecutionError
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class ExecutionReport(Generic[ResultT]):
         return not self.failures
 
     def raise_for_failures(self, what: str = "task", hint: str = "") -> None:
-        """Raise :class:`~bayes_trainmap.errors.ExecutionError` naming every failed item.
+        """Raise :class:`~bayes_trainmap.core.errors.ExecutionError` naming every failed item.
 
         Parameters
         ----------
@@ -109,12 +109,12 @@ class ExecutionReport(Generic[ResultT]):
 class Executor(Protocol):
     """Runs a function over named work items and yields outcomes as they complete.
 
-    Implementations: :class:`~bayes_trainmap.executors.local.LocalExecutor` (in-process,
-    sequential, the default) and :class:`~bayes_trainmap.executors.ray_cluster.RayExecutor`.
+    Implementations: :class:`~bayes_trainmap.core.executors.local.LocalExecutor` (in-process,
+    sequential, the default) and :class:`~bayes_trainmap.core.executors.ray_cluster.RayExecutor`.
     Executors are context managers; :meth:`close` releases whatever they started.
     """
 
-    #: Short name used by :func:`~bayes_trainmap.executors.get_executor` and the CLI.
+    #: Short name used by :func:`~bayes_trainmap.core.executors.get_executor` and the CLI.
     name: str
     #: Extra attempts granted to a failing item (0 = a single attempt).
     max_retries: int
@@ -210,7 +210,7 @@ def execute(
         Re-raise the first permanent failure's own exception at once and drop the
         items still pending (a distributed executor cancels them), for work that is
         useless unless every item succeeds. By default every item runs to its end,
-        except that a :class:`~bayes_trainmap.errors.BayesTrainmapError` (bad input or
+        except that a :class:`~bayes_trainmap.core.errors.BayesTrainmapError` (bad input or
         configuration, which would fail every item alike) is always re-raised at once.
     weights : Mapping[str, int], optional
         How far each item advances the progress bar (e.g. the number of seeds in an

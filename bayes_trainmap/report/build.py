@@ -45,7 +45,7 @@ Numbers that are undefined are ``null``; every other value is finite.
                       mean, sd}``
 ``baselines``         ``[{model, best_n_components, best_bic, curve: [...]}]`` or null
 ``uncertainty``       ``Analysis.uncertainty`` (see :mod:`bayes_trainmap.analysis`) or null
-``robustness``        ``Analysis.robustness`` (:func:`bayes_trainmap.robustness.robustness_section`:
+``robustness``        ``Analysis.robustness`` (:func:`bayes_trainmap.fitting.robustness.robustness_section`:
                       share of resampled fits reproducing each edge, the fork and each
                       detour; the K chosen on resamples) or null
 ``warnings``          [str]
@@ -68,22 +68,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap import __version__
 from bayes_trainmap.analysis import Analysis, analyze, validate_uncertainty
-from bayes_trainmap.robustness_report import (
+from bayes_trainmap.analysis.baselines import baselines_table, hmm_selection_from_curve
+from bayes_trainmap.analysis.training_map import feature_label
+from bayes_trainmap.core.errors import BayesTrainmapError, FitDirectoryError
+from bayes_trainmap.core.version import __version__
+from bayes_trainmap.data.fitdir import load_fit_dir, write_json
+from bayes_trainmap.report import plots
+from bayes_trainmap.report.robustness import (
     convergence_warnings,
     interval_kind,
     predictive_cell,
     robustness_html,
     robustness_markdown,
-    robustness_tables,
     robustness_sentence,
+    robustness_tables,
     uncertainty_sentence,
     uncertainty_title,
 )
-from bayes_trainmap.baselines import baselines_table, hmm_selection_from_curve
-from bayes_trainmap.errors import BayesTrainmapError, FitDirectoryError
-from bayes_trainmap.training_map import feature_label
 
 __all__ = [
     "REPORT_FORMAT",
@@ -121,8 +123,6 @@ FIGURE_NAMES = (
 # loading
 # ----------------------------------------------------------------------------------
 def _fit_dir(fit_dir):
-    from bayes_trainmap.fitdir import load_fit_dir
-
     return load_fit_dir(fit_dir)
 
 
@@ -158,8 +158,6 @@ def load_analysis(fit_dir, *, recompute: bool = False, **analyze_options) -> Ana
     outcomes = {c: frame[c].to_numpy(dtype=float) for c in frame.columns if c not in (*fd.feature_names, "run", "step", "split")}
     kwargs.setdefault("outcome", outcome)
     analysis = analyze(fd.params, Z, lengths, run_ids, frame["step"].to_numpy(), outcomes, paths=paths, split=split, **kwargs)
-    from bayes_trainmap.fitdir import write_json
-
     write_json(path, analysis.to_dict())
     return analysis
 
@@ -399,8 +397,6 @@ def validate_report_json(d: dict) -> None:
 # figures
 # ----------------------------------------------------------------------------------
 def _write_figures(fd, analysis: Analysis) -> dict[str, dict[str, str]]:
-    from bayes_trainmap import plots
-
     out_dir = fd.figures_dir
     written: dict[str, dict[str, str]] = {}
 
@@ -777,7 +773,7 @@ def render_html(report: dict, fit_dir) -> str:
         "re-render with <code>python -m bayes_trainmap report FITDIR</code>. Every number is in "
         "<code>report.json</code>.</p>"
     )
-    template = Template(resources.files("bayes_trainmap").joinpath("templates/report.html").read_text(encoding="utf-8"))
+    template = Template(resources.files("bayes_trainmap.report").joinpath("templates/report.html").read_text(encoding="utf-8"))
     return template.substitute(title=e("Training map report"), body="\n".join(p for p in parts if p))
 
 
@@ -857,8 +853,6 @@ def write_report(fit_dir, *, analysis: Analysis | None = None) -> dict[str, Path
     if analysis is None:
         analysis = load_analysis(fd.path)
     else:
-        from bayes_trainmap.fitdir import write_json
-
         write_json(fd.path / ANALYSIS_FILE, analysis.to_dict())
     figures = _write_figures(fd, analysis)
     report = build_report(fd.path, analysis, figures)

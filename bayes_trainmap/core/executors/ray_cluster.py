@@ -8,7 +8,7 @@ Retries are counted here rather than by Ray: Ray's own task retries are switched
 (``max_retries=0, retry_exceptions=False``) and a failed item is resubmitted by the
 driver, whether its worker raised an exception or died. That gives one retry budget per
 item for both kinds of failure, and an exact attempt count in every
-:class:`~bayes_trainmap.executors.base.TaskResult`.
+:class:`~bayes_trainmap.core.executors.base.TaskResult`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from bayes_trainmap.errors import BayesTrainmapError
-from bayes_trainmap.executors.base import TaskResult, check_items, is_retryable
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.executors.base import TaskResult, check_items, is_retryable
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class RayExecutor:
         GPUs Ray reserves for each task; fractions share one GPU between tasks.
     max_retries : int, default 2
         Extra attempts for an item whose worker raised an exception (other than a
-        :class:`~bayes_trainmap.errors.BayesTrainmapError`) or died.
+        :class:`~bayes_trainmap.core.errors.BayesTrainmapError`) or died.
     runtime_env : dict, optional
         Ray runtime environment for the workers (e.g. ``{"pip": [...]}`` on a cluster
         whose nodes lack the package); passed to ``ray.init``.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayes_trainmap.errors import BayesTrainmapError
+from bayes_trainmap.core.errors import BayesTrainmapError
 
 __all__ = ["state_precisions", "posterior_gradient", "importance_at"]
 

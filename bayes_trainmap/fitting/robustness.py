@@ -50,11 +50,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from tqdm.auto import tqdm
 
-from bayes_trainmap.detours import convergence_regression
-from bayes_trainmap.detours import occupancy as occupancy_fractions
-from bayes_trainmap.dissimilarity import is_forking
-from bayes_trainmap.errors import BayesTrainmapError
+from bayes_trainmap.analysis.detours import convergence_regression
+from bayes_trainmap.analysis.detours import occupancy as occupancy_fractions
+from bayes_trainmap.analysis.dissimilarity import is_forking
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.fitting.selection import select_n_states
+from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.inference.emissions import gaussian_log_likelihood
+from bayes_trainmap.inference.forward_backward import sample_paths, viterbi
 
 __all__ = [
     "DEFAULT_BAGS",
@@ -166,9 +171,6 @@ def _positions(paths: np.ndarray, lengths: np.ndarray, n_states: int) -> np.ndar
 
 def decode_paths(params, Z: np.ndarray, lengths: np.ndarray, *, decode: str = "viterbi", rng=None) -> np.ndarray:
     """Viterbi paths, or one forward-filtering backward-sampling draw, shape (n,)."""
-    from inference.emissions import gaussian_log_likelihood
-    from inference.forward_backward import sample_paths, viterbi
-
     if decode not in ("viterbi", "sample"):
         raise BayesTrainmapError(f"decode must be 'viterbi' or 'sample', got {decode!r}")
     log_emission = gaussian_log_likelihood(Z, params.means, params.covars, params.covariance_type)
@@ -303,8 +305,6 @@ def refit(
     if fitter not in FITTERS:
         raise BayesTrainmapError(f"fitter must be one of {FITTERS}, got {fitter!r}")
     if fitter in ("mle", "map"):
-        from inference.baum_welch import GaussianHMM
-
         model = GaussianHMM(
             init_params.n_states, init_params.covariance_type, n_iter=n_iter, tol=tol,
             init=init_params, min_covar=min_covar, device=device, feature_names=list(init_params.feature_names),
@@ -325,7 +325,7 @@ def refit(
         start = dataclasses.replace(
             model.params_, feature_names=list(init_params.feature_names), normalization=dict(init_params.normalization)
         )
-    from inference.bayes_fit import fit_map
+    from bayes_trainmap.inference.bayes_fit import fit_map
 
     engine_logger = logging.getLogger("inference.bayes_fit")
     level = engine_logger.level
@@ -402,8 +402,6 @@ def resample_fits(
         Passed to :func:`refit` (``n_iter``, ``tol``, ``min_covar``, ``steps``,
         ``device``, ``prior``, ``restarts``).
     """
-    from tqdm.auto import tqdm
-
     if fitter not in FITTERS:
         raise BayesTrainmapError(f"fitter must be one of {FITTERS}, got {fitter!r}")
     if int(n_bags) < 1:
@@ -513,7 +511,7 @@ def _num(v) -> float | None:
 def summarize_bags(result: BagResult, *, interval: float = 0.9) -> dict:
     """The report's ``uncertainty`` dict from bagged refits.
 
-    Same keys as :func:`bayes_trainmap.posterior.summarize` (so every renderer works),
+    Same keys as :func:`bayes_trainmap.fitting.bayesian.summarize` (so every renderer works),
     with ``method`` and ``labels`` saying what each interval is: transition
     probabilities, coefficients and R^2 get *bagged* parameter intervals
     (``*_lo``/``*_hi``) and posterior-predictive intervals for a new set of ``N``
@@ -676,8 +674,6 @@ def k_choices(
     never lands on both sides), and each resample runs the selection over ``states``
     with ``restarts`` restarts per K.
     """
-    from bayes_trainmap.selection import select_n_states
-
     rng = np.random.default_rng(seed)
     len_train, len_val = np.asarray(len_train, dtype=np.int64), np.asarray(len_val, dtype=np.int64)
     out = []

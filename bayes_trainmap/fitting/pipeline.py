@@ -5,7 +5,7 @@ fixed K) -> Viterbi-decode every run -> analysis -> write the fit directory.
 
 The maximum-likelihood mode (``"mle"``) is Baum-Welch as in the paper. The
 Bayesian modes (``"map"``, ``"svi"``) start from the maximum-likelihood fit of the
-chosen K and are delegated to :mod:`bayes_trainmap.posterior`.
+chosen K and are delegated to :mod:`bayes_trainmap.fitting.bayesian`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,20 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from bayes_trainmap import __version__
+from bayes_trainmap import analysis
+from bayes_trainmap.analysis.convergence import (
+    TASK_THRESHOLDS,
+    convergence_from_arrays,
+    threshold_for_task,
+)
+from bayes_trainmap.core.errors import (
+    BayesTrainmapError,
+    ModelSelectionError,
+    TrajectoryError,
+)
+from bayes_trainmap.core.executors import Executor
+from bayes_trainmap.core.schema import RUN_COLUMN, STEP_COLUMN
+from bayes_trainmap.core.version import __version__
 from bayes_trainmap.data import (
     TrajectorySet,
     ZScoreInfo,
@@ -31,9 +44,7 @@ from bayes_trainmap.data import (
     validate,
     zscore_per_run,
 )
-from bayes_trainmap.errors import BayesTrainmapError, ModelSelectionError, TrajectoryError
-from bayes_trainmap.executors import Executor
-from bayes_trainmap.fitdir import (
+from bayes_trainmap.data.fitdir import (
     CONFIG_FILE,
     CURVE_FILE,
     DECODED_FILE,
@@ -49,8 +60,8 @@ from bayes_trainmap.fitdir import (
     staging_dir,
     write_json,
 )
-from bayes_trainmap.schema import RUN_COLUMN, STEP_COLUMN
-from bayes_trainmap.selection import (
+from bayes_trainmap.fitting import robustness
+from bayes_trainmap.fitting.selection import (
     DEFAULT_STATES,
     SelectionResult,
     check_supported,
@@ -58,6 +69,9 @@ from bayes_trainmap.selection import (
     parse_states,
     select_n_states,
 )
+from bayes_trainmap.inference.baum_welch import GaussianHMM
+from bayes_trainmap.report import build as report
+from bayes_trainmap.report import plots
 
 __all__ = ["MODES", "FitResult", "fit", "render_summary", "resolve_device", "write_fit_dir", "write_report"]
 
@@ -250,7 +264,7 @@ def fit(
     ts : TrajectorySet
     mode : {"mle", "map", "svi"}
         Maximum likelihood (Baum-Welch), or a Bayesian fit via
-        :mod:`bayes_trainmap.posterior` started from the MLE of the chosen K.
+        :mod:`bayes_trainmap.fitting.bayesian` started from the MLE of the chosen K.
     states : "auto", int, "K", "A-B" or sequence of consecutive int
         Candidate K; "auto" is 1..8 (the paper's range), capped at what the
         training data supports.
@@ -285,7 +299,7 @@ def fit(
     bayes_options : dict, optional
         Extra keyword arguments for the Bayesian modes (draws, steps, lr, guide), and
         ``bag_steps``: L-BFGS iterations of the MAP refit per bag (default 200).
-    executor : bayes_trainmap.executors.Executor, optional
+    executor : bayes_trainmap.core.executors.Executor, optional
         Where the (K, restart) fits of the BIC sweep run (default: in this process);
         results do not depend on it.
     intervals : {"bagged", "posterior"}
@@ -293,10 +307,10 @@ def fit(
         seed-to-seed variation) or the plain posterior of the model.
     bootstrap : int, optional
         Resamples of the runs for the robustness section (and the bagged intervals);
-        default :data:`bayes_trainmap.robustness.DEFAULT_BAGS`; 0 skips it.
+        default :data:`bayes_trainmap.fitting.robustness.DEFAULT_BAGS`; 0 skips it.
     k_resamples : int, optional
         Resamples of the K selection for the stability of K (default
-        :data:`bayes_trainmap.robustness.DEFAULT_K_RESAMPLES`; 0 skips it).
+        :data:`bayes_trainmap.fitting.robustness.DEFAULT_K_RESAMPLES`; 0 skips it).
     interval : float
         Level of every interval in the report.
 
@@ -308,7 +322,7 @@ def fit(
     ------
     BayesTrainmapError
         For bad data or options (see :func:`bayes_trainmap.data.validate`,
-        :func:`bayes_trainmap.selection.check_supported`).
+        :func:`bayes_trainmap.fitting.selection.check_supported`).
     """
     if mode not in MODES:
         raise BayesTrainmapError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -323,8 +337,6 @@ def fit(
             f"expected n_iter >= 1, tol >= 0 and min_covar > 0, got n_iter={n_iter}, tol={tol}, min_covar={min_covar}"
         )
     parse_states(states)  # reject a malformed request before touching the data
-    from bayes_trainmap import robustness
-
     if intervals not in robustness.INTERVAL_METHODS:
         raise BayesTrainmapError(f"unknown intervals {intervals!r}; expected one of {', '.join(robustness.INTERVAL_METHODS)}")
     if not 0.0 < float(interval) < 1.0:
@@ -496,7 +508,7 @@ def _bayes_settings(mode: str, bayesian, options: dict[str, Any] | None, interva
     """Every Bayesian setting a fit used (defaults resolved), for ``config.json``."""
     if bayesian is None:
         return {}
-    from bayes_trainmap import posterior
+    from bayes_trainmap.fitting import bayesian as posterior
 
     options = dict(options or {})
     fit = bayesian.fit
@@ -516,17 +528,15 @@ def _bayes_settings(mode: str, bayesian, options: dict[str, Any] | None, interva
 
 def _bayesian_backend(mode: str):
     """The Bayesian engine module, or a clear error if this installation lacks it."""
-    if importlib.util.find_spec("bayes_trainmap.posterior") is None:
+    if importlib.util.find_spec("bayes_trainmap.fitting.bayesian") is None:
         raise BayesTrainmapError(
-            f"mode {mode!r} needs the Bayesian path (bayes_trainmap.posterior), which is not part of "
+            f"mode {mode!r} needs the Bayesian path (bayes_trainmap.fitting.bayesian), which is not part of "
             "this installation; use --mode mle"
         )
-    return importlib.import_module("bayes_trainmap.posterior")
+    return importlib.import_module("bayes_trainmap.fitting.bayesian")
 
 
 def _viterbi(params, Z: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    from inference.baum_welch import GaussianHMM
-
     return np.asarray(GaussianHMM.from_params(params).predict(Z, lengths), dtype=np.int64)
 
 
@@ -553,8 +563,6 @@ def _convergence_steps(ts: TrajectorySet, outcome: str | None, threshold: float)
     """Convergence step per run (NaN where the outcome never crosses), run order."""
     if outcome is None:
         return None
-    from bayes_trainmap.convergence import convergence_from_arrays
-
     result = convergence_from_arrays(
         ts.outcome(outcome), ts.steps(), ts.lengths, ts.run_ids, outcome=outcome, threshold=threshold
     )
@@ -567,8 +575,6 @@ def _run_analysis(result: FitResult, *, outcome: str, threshold: float, states_r
     An analysis the data cannot support (e.g. no run converges) is reported as a
     warning; the fit itself is still written.
     """
-    from bayes_trainmap import analysis
-
     ts = result.trajectories
     outcomes = {name: ts.outcome(name) for name in ts.outcome_columns}
     try:
@@ -596,8 +602,6 @@ def _resolve_threshold(threshold: float | None, task: str | None, ts: Trajectory
     in the data, when the data are of that task: destabilised CIFAR-100 uses 0.4),
     else the threshold recorded in the data's metadata (``collect`` writes one), else
     the preset of the task and variant named there, else :data:`DEFAULT_THRESHOLD`."""
-    from bayes_trainmap.convergence import TASK_THRESHOLDS, threshold_for_task
-
     def normalise(name) -> str:
         return str(name or "").replace("-", "_").lower()
 
@@ -759,8 +763,6 @@ def write_report(fit_dir: str | os.PathLike, analysis: Any = None) -> Path:
     pathlib.Path
         The HTML report.
     """
-    from bayes_trainmap import report
-
     return Path(report.write_report(Path(fit_dir), analysis=analysis)["html"])
 
 
@@ -771,7 +773,7 @@ def write_fit_dir(
     extra_config: dict[str, Any] | None = None,
     report: bool = False,
 ) -> Path:
-    """Write a fit directory (see :mod:`bayes_trainmap.fitdir`) atomically.
+    """Write a fit directory (see :mod:`bayes_trainmap.data.fitdir`) atomically.
 
     Parameters
     ----------
@@ -817,8 +819,6 @@ def write_fit_dir(
 
 def _plot_selection_curve(curve: pd.DataFrame, best_k: int, directory: Path) -> None:
     """BIC against K (the paper's appendix-H curve) as ``selection_curve.png/svg``."""
-    from bayes_trainmap import plots
-
     fig, ax = plots.new_axes(figsize=(4.5, 3.2))
     plots.plot_selection_curves({"HMM": curve.rename(columns={"n_states": "n_components"})}, {"HMM": best_k}, ax=ax)
     plots.save_figure(fig, directory, "selection_curve")
