@@ -43,8 +43,8 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numpy as np
 
-from bayes_trainmap.fitting import pipeline
 from bayes_trainmap.data import demo_trajectories
+from bayes_trainmap.fitting import pipeline
 from bayes_trainmap.fitting.replication import (
     CLASSES,
     draws_from_bags,

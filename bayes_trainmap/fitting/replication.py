@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from bayes_trainmap.core.errors import BayesTrainmapError
-from bayes_trainmap.inference.baum_welch import GaussianHMM
 from bayes_trainmap.fitting.robustness import (
     MapQuantities,
     count_predictive,
@@ -42,6 +41,7 @@ from bayes_trainmap.fitting.robustness import (
     resample_fits,
     resample_runs,
 )
+from bayes_trainmap.inference.baum_welch import GaussianHMM
 
 __all__ = [
     "CLASSES",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.data.simulate import simulate_training_runs
 from bayes_trainmap.fitting.replication import IntervalDraws, score_split, split_half
 from bayes_trainmap.fitting.robustness import MapQuantities
-from bayes_trainmap.data.simulate import simulate_training_runs
 
 
 def _quantities(edge_runs, trans, means, coefs, r2, detour, n_runs=10):

@@ -11,8 +11,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import betaln, gammaln
 from scipy.stats import binom
 
-from bayes_trainmap.fitting import pipeline
 from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.data.simulate import simulate_training_runs
+from bayes_trainmap.fitting import pipeline
 from bayes_trainmap.fitting.robustness import (
     count_predictive,
     map_quantities,
@@ -24,7 +25,6 @@ from bayes_trainmap.fitting.robustness import (
     robustness_section,
     summarize_bags,
 )
-from bayes_trainmap.data.simulate import simulate_training_runs
 from bayes_trainmap.inference.params import HMMParams
 
 
