@@ -69,9 +69,12 @@ def convergence_warnings(config: dict) -> list[str]:
     out = []
     bayes = config.get("bayes_options") or {}
     if bayes.get("converged") is False:
-        what = "MAP (L-BFGS)" if bayes.get("mode") == "map" else "SVI"
+        if bayes.get("mode") == "map":
+            what, done = "MAP (L-BFGS)", f"{bayes.get('steps_run')} objective evaluations"
+        else:
+            what, done = "SVI", f"{bayes.get('steps_run')} steps"
         out.append(
-            f"the {what} fit stopped at its iteration limit after {bayes.get('steps_run')} steps without meeting "
+            f"the {what} fit stopped at its iteration limit ({bayes.get('steps')}) after {done} without meeting "
             f"its convergence test; raise --steps"
         )
     resampling = config.get("resampling") or {}
