@@ -223,3 +223,18 @@ def test_sampled_paths_give_the_posterior_probability_of_using_an_edge():
     # Viterbi gives one path: every edge used by all copies or by none.
     viterbi = map_quantities(params, np.tile(z, (50, 1)), np.full(50, T)).edge_runs
     assert set(np.unique(viterbi)) <= {0, 50}
+
+
+def test_cli_resampling_options_reach_the_fit_directory(planted_dir, tmp_path, capsys):
+    from bayes_trainmap.cli import main
+
+    out = tmp_path / "fit"
+    status = main(["fit", "--data", planted_dir, "--states", "3", "--restarts", "1", "--bootstrap", "0",
+                   "--interval", "0.8", "--out", str(out), "--quiet"])
+    assert status == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["bootstrap"] == 0 and config["interval"] == 0.8 and config["intervals"] is None
+    assert json.loads((out / "report.json").read_text())["robustness"] is None
+    assert "Robustness to the choice of seeds" not in (out / "report.md").read_text()
+    status = main(["fit", "--data", planted_dir, "--states", "3", "--bootstrap", "-1", "--out", str(out), "--quiet"])
+    assert status == 2 and "error: bootstrap and k_resamples must be >= 0" in capsys.readouterr().err
