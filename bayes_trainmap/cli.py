@@ -26,6 +26,7 @@ from bayes_trainmap.fitting.config import (
     OUTCOME_DIRECTIONS,
     FitConfig,
 )
+from bayes_trainmap.fitting.robustness import INTERVAL_METHODS
 from bayes_trainmap.inference.params import COVARIANCE_TYPES
 
 __all__ = ["build_parser", "main"]
@@ -118,6 +119,27 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     bayes.add_argument("--steps", type=int, help="optimisation steps")
     bayes.add_argument("--lr", type=float, help="learning rate")
     bayes.add_argument("--guide", help="variational family")
+    bayes.add_argument(
+        "--intervals",
+        choices=INTERVAL_METHODS,
+        default=DEFAULTS.intervals,
+        help="interval method: BayesBag over runs (carries seed-to-seed variation) or the model's plain "
+        "posterior (default: %(default)s)",
+    )
+
+    robust = parser.add_argument_group("uncertainty and robustness (all modes)")
+    robust.add_argument(
+        "--interval", type=float, default=DEFAULTS.interval,
+        help="level of every interval in the report (default: %(default)s)",
+    )
+    robust.add_argument(
+        "--bootstrap", type=int, metavar="B", default=DEFAULTS.bootstrap,
+        help="resamples of the runs for the robustness section and the bagged intervals (default: %(default)s; 0 skips)",
+    )
+    robust.add_argument(
+        "--k-resamples", type=int, metavar="R", default=DEFAULTS.k_resamples,
+        help="resamples of the K selection for the stability of K (default: %(default)s; 0 skips)",
+    )
 
     analysis = parser.add_argument_group("convergence")
     analysis.add_argument("--outcome", help="outcome column defining convergence (default: eval_accuracy if present)")
@@ -200,7 +222,7 @@ def _default_out(args: argparse.Namespace, ts) -> Path:
 
 
 def _fit_config(args: argparse.Namespace) -> FitConfig:
-    bayes = {k: getattr(args, k) for k in BAYES_OPTION_NAMES if getattr(args, k) is not None}
+    bayes = {k: getattr(args, k, None) for k in BAYES_OPTION_NAMES if getattr(args, k, None) is not None}
     return FitConfig(
         mode=args.mode,
         states=args.states,
@@ -218,6 +240,10 @@ def _fit_config(args: argparse.Namespace) -> FitConfig:
         task=args.task,
         outcome_direction=args.outcome_direction,
         bayes_options=bayes,
+        intervals=args.intervals,
+        bootstrap=args.bootstrap,
+        k_resamples=args.k_resamples,
+        interval=args.interval,
     )
 
 

@@ -18,7 +18,7 @@ Pure: no file I/O, no printing; progress via tqdm, messages via ``logging``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyro
@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_GUIDE",
     "MAX_FULL_RANK",
     "auto_guide",
+    "off_the_boundary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -392,6 +393,41 @@ def _make_guide(name: str, init_values: dict, init_scale: float, rank: int | Non
     return AutoMultivariateNormal(hmm_model, init_loc_fn=init_loc_fn, init_scale=init_scale)
 
 
+def off_the_boundary(params, Z, lengths, prior: HMMPrior):
+    """``params`` with start and transition probabilities at their posterior means.
+
+    The mean is taken under the Dirichlet prior given the expected counts of
+    ``params`` (one forward-backward pass): ``(E[n_jk] + alpha_jk) / (E[n_j] + sum_k
+    alpha_jk)``. A maximum-likelihood or MAP fit under a flat Dirichlet puts a
+    transition that no run takes at exactly 0; floored to 1e-8 that is a logit of
+    about -18, from which Adam (steps of at most ``lr``) cannot bring the guide to
+    the posterior's scale within a fit: SVI then reported [0, 0] where NUTS gives
+    [0.0002, 0.0096] (``tests/bayes/test_svi_against_nuts.py``). Well-determined
+    entries move by about ``alpha / E[n_j]``.
+
+    Parameters
+    ----------
+    params : HMMParams
+    Z : np.ndarray or torch.Tensor, shape (n, d)
+    lengths : array of int, shape (N,)
+    prior : HMMPrior
+    """
+    from .emissions import gaussian_log_likelihood
+    from .forward_backward import forward_backward
+
+    Zn = Z.detach().cpu().numpy() if isinstance(Z, torch.Tensor) else np.asarray(Z, dtype=float)
+    lens = lengths.cpu().numpy() if isinstance(lengths, torch.Tensor) else np.asarray(lengths)
+    log_b = gaussian_log_likelihood(Zn, params.means, params.covars, params.covariance_type)
+    with np.errstate(divide="ignore"):
+        log_start, log_trans = np.log(params.start_prob), np.log(params.trans_mat)
+    fb = forward_backward(log_b, log_start, log_trans, lens, backend="numba")
+    K = params.n_states
+    alpha = prior.trans_concentration * np.ones((K, K)) + prior.stickiness * np.eye(K)
+    counts = np.asarray(fb.expected_transitions, dtype=float) + alpha
+    start = np.asarray(fb.expected_start, dtype=float) + prior.start_concentration
+    return replace(params, trans_mat=counts / counts.sum(axis=1, keepdims=True), start_prob=start / start.sum())
+
+
 def fit_svi(
     Z,
     lengths,
@@ -414,8 +450,9 @@ def fit_svi(
     """Stochastic variational inference over the unconstrained HMM parameters.
 
     The guide is centred at the MAP estimate (itself started from ``init_params``, so
-    labels match the MLE) with initial scale ``init_scale`` and fitted by ``Trace_ELBO``
-    with one particle per step.
+    labels match the MLE), with the start and transition probabilities moved to their
+    posterior means given the MAP's expected counts (:func:`off_the_boundary`), initial
+    scale ``init_scale``, and fitted by ``Trace_ELBO`` with one particle per step.
 
     Parameters
     ----------
@@ -454,6 +491,7 @@ def fit_svi(
             seed=seed, progress=progress,
         )
         start, map_history = map_fit.params, map_fit.elbo_history
+    start = off_the_boundary(start, Z, lengths, prior)
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     model_args = (Z, lengths, K, cov, prior)

@@ -282,12 +282,17 @@ def test_device_resolution():
 
 def test_bayesian_mode_is_dispatched_and_its_posterior_written(planted_set, tmp_path):
     result = pipeline.fit(
-        planted_set, mode="svi", states=3, restarts=1, progress=False, bayes_options={"steps": 20, "draws": 5}
+        planted_set, mode="svi", states=3, n_restarts=1, progress=False, bayes_options={"steps": 20, "draws": 5},
+        intervals="posterior", bootstrap=3,
     )
     assert result.bayesian is not None and result.bayesian.mode == "svi"
     assert result.params.n_states == 3 and result.runs.paths.shape == (planted_set.frame.shape[0],)
     assert result.analysis.uncertainty is result.bayesian.uncertainty
     assert result.config.bayes_options == {"steps": 20, "draws": 5}
+    settings = result.resolved["bayes_settings"]
+    assert settings["steps"] == 20 and settings["draws"] == 5 and settings["intervals"] == "posterior"
+    assert settings["guide"] == result.bayesian.fit.guide_name and settings["steps_run"] <= 20
+    assert result.resolved["resampling"]["fitter"] == "mle" and result.analysis.robustness["n_resamples"] == 3
     out = result.save(tmp_path / "fit", report=False)
     assert (out / "posterior.nc").is_file()
     assert json.loads((out / "analysis.json").read_text())["uncertainty"] is not None

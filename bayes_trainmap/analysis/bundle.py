@@ -31,6 +31,17 @@ central credible intervals of mass ``interval``)::
 
 When present, every report table shows the intervals and the figures use them
 (edge opacity by ``p_exists``, a forest plot of coefficients, the ELBO trace).
+
+With the default ``--intervals bagged`` the dict comes from
+:func:`bayes_trainmap.fitting.robustness.summarize_bags` instead: the same keys, plus
+``method`` and ``labels`` (what each interval is), ``n_bags``, ``bags_converged``,
+``p_forking``, and posterior-predictive bounds for a new set of N seeds
+(``trans_prob_pred_lo/hi`` per edge, ``coef_pred_lo/hi`` per state, ``pred_lo/hi``
+of ``r_squared``); its ``n_runs_lo/hi`` are predictive intervals.
+
+``Analysis.robustness`` (every mode, :func:`bayes_trainmap.fitting.robustness.robustness_section`)
+holds the share of resampled fits reproducing each edge, the fork and each detour,
+and the K chosen on resamples of the selection.
 """
 
 from __future__ import annotations
@@ -117,6 +128,9 @@ class Analysis:
     split : dict run -> "train" | "val", or None
     uncertainty : dict or None
         Bayesian posterior summaries (structure in the module docstring).
+    robustness : dict or None
+        Share of resampled fits reproducing each edge, the fork and each detour
+        (:func:`bayes_trainmap.fitting.robustness.robustness_section`).
     """
 
     settings: dict[str, Any]
@@ -130,6 +144,7 @@ class Analysis:
     baselines: list[BaselineSelection] | None = None
     split: dict[str, str] | None = None
     uncertainty: dict[str, Any] | None = None
+    robustness: dict[str, Any] | None = None
 
     @property
     def detour_states(self) -> list[int]:
@@ -169,6 +184,7 @@ class Analysis:
                 "baselines": None if self.baselines is None else [b.to_dict() for b in self.baselines],
                 "split": self.split,
                 "uncertainty": self.uncertainty,
+                "robustness": self.robustness,
             }
         )
 
@@ -195,6 +211,7 @@ class Analysis:
             baselines=None if baselines is None else [BaselineSelection.from_dict(b) for b in baselines],
             split=d.get("split"),
             uncertainty=d.get("uncertainty"),
+            robustness=d.get("robustness"),
         )
 
 

@@ -21,6 +21,11 @@ from typing import Any, Mapping
 
 from bayes_trainmap.core.defaults import is_device_name
 from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.fitting.robustness import (
+    DEFAULT_BAGS,
+    DEFAULT_K_RESAMPLES,
+    INTERVAL_METHODS,
+)
 from bayes_trainmap.fitting.selection import parse_states
 from bayes_trainmap.inference.params import COVARIANCE_TYPES
 
@@ -32,7 +37,7 @@ BAYESIAN_MODES: tuple[str, ...] = ("map", "svi")
 #: Values of :attr:`FitConfig.outcome_direction`.
 OUTCOME_DIRECTIONS: tuple[str, ...] = ("auto", "higher", "lower")
 #: Keys of :attr:`FitConfig.bayes_options` (see :mod:`bayes_trainmap.fitting.bayesian`).
-BAYES_OPTION_NAMES: tuple[str, ...] = ("draws", "steps", "lr", "guide")
+BAYES_OPTION_NAMES: tuple[str, ...] = ("draws", "steps", "lr", "guide", "bag_steps")
 #: Old option name -> current name (kept as deprecated aliases for one release).
 DEPRECATED_NAMES: dict[str, str] = {"restarts": "n_restarts", "covariance": "covariance_type", "seed": "random_state"}
 
@@ -74,7 +79,17 @@ class FitConfig:
         Whether crossing the threshold means ``>=`` (higher is better) or ``<=``;
         "auto": lower for names containing "loss".
     bayes_options : dict
-        Settings of the Bayesian modes: any of ``draws``, ``steps``, ``lr``, ``guide``.
+        Settings of the Bayesian modes: any of ``draws``, ``steps``, ``lr``, ``guide``,
+        and ``bag_steps`` (L-BFGS iterations of the MAP refit per bag, default 200).
+    intervals : {"bagged", "posterior"}
+        Interval method of the Bayesian modes: BayesBag over runs (carries seed-to-seed
+        variation) or the model's plain posterior.
+    bootstrap : int
+        Resamples of the runs for the robustness section and the bagged intervals (0 skips).
+    k_resamples : int
+        Resamples of the K selection for the stability of K (0 skips).
+    interval : float
+        Level of every interval in the report, in (0, 1).
     """
 
     mode: str = "mle"
@@ -95,6 +110,10 @@ class FitConfig:
     task: str | None = None
     outcome_direction: str = "auto"
     bayes_options: dict[str, Any] = field(default_factory=dict)
+    intervals: str = "bagged"
+    bootstrap: int = DEFAULT_BAGS
+    k_resamples: int = DEFAULT_K_RESAMPLES
+    interval: float = 0.9
 
     def __post_init__(self) -> None:
         if self.features is not None:
@@ -110,6 +129,10 @@ class FitConfig:
         _choice("mode", self.mode, MODES)
         _choice("covariance_type", self.covariance_type, COVARIANCE_TYPES)
         _choice("outcome_direction", self.outcome_direction, OUTCOME_DIRECTIONS)
+        _choice("intervals", self.intervals, INTERVAL_METHODS)
+        _integer("bootstrap", self.bootstrap, 0, "bootstrap must be a non-negative number of resamples")
+        _integer("k_resamples", self.k_resamples, 0, "k_resamples must be a non-negative number of resamples")
+        _number("interval", self.interval, lambda v: 0 < v < 1, "interval must be in (0, 1)")
         parse_states(self.states)
         _integer("n_restarts", self.n_restarts, 1, "n_restarts must be at least 1")
         _integer("random_state", self.random_state, 0, "random_state must be a non-negative integer")

@@ -23,7 +23,7 @@ from bayes_trainmap.data.fitted import SPLIT_TRAIN, SPLIT_VAL, FittedRuns
 from bayes_trainmap.fitting.bayesian import BayesianResult
 from bayes_trainmap.fitting.config import FitConfig
 from bayes_trainmap.fitting.selection import SelectionResult
-from bayes_trainmap.fitting.steps import Prepared
+from bayes_trainmap.fitting.steps import Prepared, bayes_settings
 from bayes_trainmap.inference.params import HMMParams
 from bayes_trainmap.report import plots
 from bayes_trainmap.report import write_report as _write_report
@@ -54,6 +54,8 @@ class FitResult:
         The Bayesian fit of the ``map``/``svi`` modes.
     warnings : list of str
         What the reader of the fit should know (e.g. K at the top of the searched range).
+    resampling : dict
+        The settings of the resampling over runs (robustness section, bagged intervals).
     """
 
     config: FitConfig
@@ -64,6 +66,7 @@ class FitResult:
     analysis: Analysis | None = None
     bayesian: BayesianResult | None = None
     warnings: list[str] = field(default_factory=list)
+    resampling: dict[str, Any] = field(default_factory=dict)
 
     # -- views -----------------------------------------------------------------------
     @property
@@ -102,7 +105,11 @@ class FitResult:
     @property
     def resolved(self) -> dict[str, Any]:
         """What the fit resolved from its options (features, K searched, outcome, split, ...)."""
-        return self.prepared.resolved()
+        return {
+            **self.prepared.resolved(),
+            "bayes_settings": bayes_settings(self.config, self.bayesian),
+            "resampling": self.resampling,
+        }
 
     # -- outputs ---------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from bayes_trainmap.data import (
     zscore_per_run,
 )
 from bayes_trainmap.data.fitted import SPLIT_TRAIN, SPLIT_VAL, FittedRuns
-from bayes_trainmap.fitting import bayesian
+from bayes_trainmap.fitting import bayesian, robustness
 from bayes_trainmap.fitting.config import BAYESIAN_MODES, FitConfig
 from bayes_trainmap.fitting.selection import (
     DEFAULT_STATES,
@@ -325,9 +325,71 @@ def refine(
         device=prepared.device,
         seed=config.random_state,
         progress=progress,
-        **config.bayes_options,
+        interval=config.interval,
+        **{k: v for k, v in config.bayes_options.items() if k != "bag_steps"},
     )
+    if config.mode == "svi" and not result.fit.converged:
+        logger.warning(
+            "SVI stopped after %d steps without meeting its convergence test; the posterior may not have "
+            "converged (raise --steps)",
+            result.fit.n_steps,
+        )
     return dataclasses.replace(result.params, feature_names=features, normalization=normalization), result
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """What resampling the runs gave: ``uncertainty`` (bagged intervals, Bayesian modes),
+    ``robustness`` (the report's robustness section) and the ``settings`` used."""
+
+    uncertainty: dict | None
+    robustness: dict | None
+    settings: dict[str, Any]
+
+
+def resample(prepared: Prepared, params: HMMParams, config: FitConfig, *, progress: bool = True) -> Resampled:
+    """Refit on resamples of the runs (the exchangeable units): the share of fits that
+    reproduce each edge, fork and detour, the K chosen on resamples of the selection,
+    and, in the Bayesian modes with ``intervals="bagged"``, BayesBag intervals
+    (:func:`bayes_trainmap.fitting.robustness.seed_uncertainty`)."""
+    if prepared.outcome is None or config.bootstrap == 0:
+        return Resampled(None, None, {"n_bags": 0})
+    k_selection = None
+    if config.k_resamples > 0 and len(prepared.states) > 1:
+        Z_train, len_train = prepared.runs.rows_in(SPLIT_TRAIN)
+        Z_val, len_val = prepared.runs.rows_in(SPLIT_VAL)
+        k_selection = dict(
+            Z_train=Z_train, len_train=len_train, Z_val=Z_val, len_val=len_val, states=prepared.states,
+            n_resamples=config.k_resamples, covariance=config.covariance_type, n_iter=config.n_iter,
+            tol=config.tol, min_covar=config.min_covar, device=prepared.device,
+        )
+    uncertainty, section, settings = robustness.seed_uncertainty(
+        config.mode, params, prepared.runs.Z, prepared.runs.lengths, _convergence_steps(prepared),
+        intervals=config.intervals, n_bags=config.bootstrap, interval=config.interval, seed=config.random_state,
+        device=prepared.device, progress=progress, k_selection=k_selection,
+        map_steps=int(config.bayes_options.get("bag_steps", 200)),
+    )
+    return Resampled(uncertainty, section, settings)
+
+
+def bayes_settings(config: FitConfig, result: bayesian.BayesianResult | None) -> dict[str, Any]:
+    """Every Bayesian setting a fit used (defaults resolved), for ``config.json``."""
+    if result is None:
+        return {}
+    options, mode, fit = dict(config.bayes_options), config.mode, result.fit
+    return {
+        **options,
+        "mode": mode,
+        "intervals": config.intervals,
+        "steps": int(options.get("steps", bayesian.DEFAULT_STEPS[mode])),
+        "lr": float(options.get("lr", bayesian.DEFAULT_LR[mode])),
+        "bag_steps": int(options.get("bag_steps", 200)),
+        "guide": fit.guide_name,
+        "draws": int(options.get("draws", bayesian.DEFAULT_DRAWS)) if mode == "svi" else None,
+        "steps_run": int(fit.n_steps),
+        "converged": bool(fit.converged),
+        "prior": fit.prior.to_dict(),
+    }
 
 
 def decode(params: HMMParams, runs: FittedRuns) -> FittedRuns:
@@ -337,7 +399,11 @@ def decode(params: HMMParams, runs: FittedRuns) -> FittedRuns:
 
 
 def analyse(
-    params: HMMParams, runs: FittedRuns, options: AnalysisOptions | None, uncertainty: dict | None = None
+    params: HMMParams,
+    runs: FittedRuns,
+    options: AnalysisOptions | None,
+    uncertainty: dict | None = None,
+    robustness_section: dict | None = None,
 ) -> Analysis | None:
     """The training map, convergence regression, detours, dissimilarity and baselines.
 
@@ -352,8 +418,7 @@ def analyse(
     except BayesTrainmapError as exc:
         logger.warning("analysis skipped: %s", exc)
         return None
-    if uncertainty is not None:
-        result.uncertainty = uncertainty
+    result.uncertainty, result.robustness = uncertainty, robustness_section
     return result
 
 

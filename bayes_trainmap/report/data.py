@@ -48,6 +48,9 @@ Numbers that are undefined are ``null``; every other value is finite.
                       mean, sd}``
 ``baselines``         ``[{model, best_n_components, best_bic, curve: [...]}]`` or null
 ``uncertainty``       ``Analysis.uncertainty`` (see :mod:`bayes_trainmap.analysis`) or null
+``robustness``        ``Analysis.robustness`` (:func:`bayes_trainmap.fitting.robustness.robustness_section`:
+                      share of resampled fits reproducing each edge, the fork and each
+                      detour; the K chosen on resamples) or null
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from bayes_trainmap.core.errors import BayesTrainmapError, FitDirectoryError
 from bayes_trainmap.core.storage import to_jsonable
 from bayes_trainmap.core.version import __version__
 from bayes_trainmap.data.fitdir import ANALYSIS_FILE, FitDirectory, load_fit_dir
+from bayes_trainmap.report.robustness import convergence_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +180,7 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
     unvisited = [int(s["state"]) for s in states if s["n_runs"] == 0]
     if unvisited:
         warnings_.append(f"state(s) {unvisited} are never visited by any Viterbi path")
+    warnings_ += convergence_warnings(fd.config)
     if analysis.uncertainty is not None:
         validate_uncertainty(analysis.uncertainty)
 
@@ -218,6 +223,7 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
         },
         "baselines": None if analysis.baselines is None else [b.to_dict() for b in analysis.baselines],
         "uncertainty": analysis.uncertainty,
+        "robustness": analysis.robustness,
         "warnings": warnings_,
         "figures": figures or {},
     }

@@ -5,6 +5,11 @@ from __future__ import annotations
 import logging
 
 from bayes_trainmap.report.glossary import GLOSSARY_NOTE
+from bayes_trainmap.report.robustness import (
+    robustness_markdown,
+    uncertainty_sentence,
+    uncertainty_title,
+)
 from bayes_trainmap.report.text import (
     NO_EDGES,
     STATES_NOTE,
@@ -64,15 +69,11 @@ def render_markdown(report: dict) -> str:
     out += ["## Feature glossary", "", GLOSSARY_NOTE, "", _md_table(*t["glossary"]), ""]
     if report.get("uncertainty"):
         u = report["uncertainty"]
-        out += [
-            "## Posterior uncertainty",
-            "",
-            f"{u['n_draws']} posterior draws, {int(100 * u['interval'])}% central credible intervals; "
-            f"ambiguous state alignment in {100 * (u['alignment_ambiguous_rate'] or 0):.1f}% of draws.",
-            "",
-        ]
+        out += [f"## {uncertainty_title(u)}", "", uncertainty_sentence(u), ""]
         if "elbo" in fig:
             out += [f"![ELBO]({fig['elbo']['png']})", ""]
+    if report.get("robustness"):
+        out += robustness_markdown(report["robustness"], _md_table)
     out += ["---", "", f"Re-render with `python -m bayes_trainmap report <FITDIR>` (bayes_trainmap {report['package_version']}).", ""]
     return "\n".join(out)
 

@@ -9,6 +9,11 @@ from typing import Any, Sequence
 
 from bayes_trainmap.data.fitdir import load_fit_dir
 from bayes_trainmap.report.data import build_report
+from bayes_trainmap.report.robustness import (
+    robustness_sentence,
+    robustness_tables,
+    uncertainty_sentence,
+)
 from bayes_trainmap.report.text import NO_EDGES, headline, report_tables
 
 logger = logging.getLogger(__name__)
@@ -55,6 +60,12 @@ def render_terminal(fit_dir, *, width: int | None = None) -> str:
     console.print(f"Detour states: {', '.join(map(str, detours)) if detours else 'none'}")
     if t["table4"][1]:
         console.print(_rich_table("Table 4 row (BIC comparable only within a model class)", *t["table4"]))
+    if report.get("uncertainty"):
+        console.print(uncertainty_sentence(report["uncertainty"]), soft_wrap=True)
+    if report.get("robustness"):
+        console.print(robustness_sentence(report["robustness"]), soft_wrap=True)
+        for title, header, rows in robustness_tables(report["robustness"]):
+            console.print(_rich_table(f"Robustness: {title}", header, rows))
     return console.export_text()
 
 

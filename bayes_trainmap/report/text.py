@@ -10,6 +10,7 @@ import numpy as np
 from bayes_trainmap.analysis.training_map import feature_label
 from bayes_trainmap.report.glossary import glossary_table
 from bayes_trainmap.report.map_layout import edge_keys
+from bayes_trainmap.report.robustness import interval_kind, predictive_cell
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +62,25 @@ def _unc_states(report) -> dict:
 def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     """Every report table as (header, rows of strings); shared by Markdown, HTML and terminal."""
     unc = report.get("uncertainty")
-    level = f"{int(100 * unc['interval'])}%" if unc else ""
+    level = f"{round(100 * unc['interval'])}%" if unc else ""
+    kind = interval_kind(unc)
+    bagged = kind == "bagged"
     t1 = report["table1"]
     header = ["R²", "p-value", "dissimilarity", "forking"]
     row = [fmt(t1["r_squared"]), fmt_p(t1["p_value"]), fmt(t1["dissimilarity"]), "✓" if t1["forking"] else "–"]
     if unc:
         r2 = unc["r_squared"]
-        header.append(f"R² posterior {level}")
+        header.append(f"R² {kind} {level}")
         row.append(f"{fmt(r2['median'])} {fmt_interval(r2['lo'], r2['hi'])}")
+        if bagged:
+            header.append(f"R² predictive {level}")
+            row.append(predictive_cell(r2, "pred_lo", "pred_hi", lambda v: f"{v:.2f}"))
     tables = {"table1": (header, [row])}
 
     ustates = _unc_states(report)
     header = ["state", "occupancy", "runs", "mean dwell", "start/end", "top features", "coefficient", "95% CI", "detour"]
     if unc:
-        header += [f"coef. posterior {level}", "P(detour)"]
+        header += [f"coef. {kind} {level}"] + ([f"coef. predictive {level}"] if bagged else []) + ["P(detour)"]
     rows = []
     for s in report["states"]:
         ends = "/".join(x for x, flag in (("start", s["is_initial"]), ("end", s["is_final"])) if flag) or "–"
@@ -91,10 +97,10 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
         ]
         if unc:
             u = ustates.get(s["state"], {})
-            r += [
-                f"{fmt(u.get('coef_median'), 2)} {fmt_interval(u.get('coef_lo'), u.get('coef_hi'))}" if u else "–",
-                fmt(u.get("p_detour"), 2) if u else "–",
-            ]
+            r += [f"{fmt(u.get('coef_median'), 2)} {fmt_interval(u.get('coef_lo'), u.get('coef_hi'))}" if u else "–"]
+            if bagged:
+                r.append(predictive_cell(u, "coef_pred_lo", "coef_pred_hi", lambda v: f"{v:.2f}"))
+            r.append(fmt(u.get("p_detour"), 2) if u else "–")
         rows.append(r)
     tables["states"] = (header, rows)
 
@@ -102,7 +108,7 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     keys = edge_keys([(e["source"], e["target"]) for e in report["edges"]], unc)
     header = ["key", "edge", "p(k|j)", "runs", "convergence (mean ± sd)", "label (top features, μk − μj)"]
     if unc:
-        header += ["P(edge)", f"p(k|j) {level}"]
+        header += ["P(edge)", f"p(k|j) {kind} {level}"] + ([f"runs predictive {level}"] if bagged else [])
     rows = []
     for e in report["edges"]:
         conv = "–" if e["conv_mean"] is None else f"{e['conv_mean']:.0f}" + ("" if e["conv_sd"] is None else f" ± {e['conv_sd']:.0f}")
@@ -113,15 +119,20 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
                 fmt(u.get("p_exists"), 2) if u else "–",
                 fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3) if u else "–",
             ]
+            if bagged:
+                r.append(predictive_cell(u, "n_runs_lo", "n_runs_hi", lambda v: f"{v:.0f}"))
         rows.append(r)
     if unc:
         known = {(e["source"], e["target"]) for e in report["edges"]}
         for (a, b), u in sorted(uedges.items()):
             if (a, b) not in keys or (a, b) in known:
                 continue
+            extra = [predictive_cell(u, "n_runs_lo", "n_runs_hi", lambda v: f"{v:.0f}")] if bagged else []
+            source = "bagged fits only" if bagged else "posterior draws only"
             rows.append(
-                [keys[(a, b)], f"{a} → {b}", "–", "–", "–", "posterior draws only (not on the point estimate's Viterbi paths)",
+                [keys[(a, b)], f"{a} → {b}", "–", "–", "–", f"{source} (not on the point estimate's Viterbi paths)",
                  fmt(u.get("p_exists"), 2), fmt_interval(u.get("trans_prob_lo"), u.get("trans_prob_hi"), 3)]
+                + extra
             )
     tables["edges"] = (header, rows)
 
