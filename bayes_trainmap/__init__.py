@@ -21,6 +21,11 @@ _LAZY = {
     "simulate_training_runs": "bayes_trainmap.data.simulate",
     "select_n_states": "bayes_trainmap.fitting.selection",
     "fit": "bayes_trainmap.fitting.pipeline",
+    "FitConfig": "bayes_trainmap.fitting.config",
+    "FitResult": "bayes_trainmap.fitting.result",
+    "FittedRuns": "bayes_trainmap.data.fitted",
+    "load_fit_dir": "bayes_trainmap.data.fitdir",
+    "write_report": "bayes_trainmap.report",
     "STATISTIC_NAMES": "bayes_trainmap.core.schema",
 }
 

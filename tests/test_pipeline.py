@@ -124,7 +124,7 @@ def test_constant_features_are_reported_and_dropped(planted_factory, caplog):
     frame["trace"] = 3.0  # constant in every run: dropped
     frame.loc[frame["run"] == "run_01", "l2"] = 1.5  # constant in one run: zeroed there
     with caplog.at_level("WARNING"):
-        result = pipeline.fit(TrajectorySet(frame), states=2, restarts=1, progress=False, analyze=False)
+        result = pipeline.fit(TrajectorySet(frame), states=2, n_restarts=1, progress=False, analyze=False)
     assert result.features == ["l1", "l2", "code_sparsity"] and result.dropped_features == ["trace"]
     assert "constant in every run" in caplog.text
     run1 = slice(40, 80)
@@ -185,7 +185,7 @@ def test_analysis_runs_and_is_written(planted_set, tmp_path):
 def test_k_at_the_top_of_the_search_range_warns_in_summary_and_report(planted_set, tmp_path, caplog):
     # The planted K is 3: searching 1..2, BIC is still falling at K = 2.
     with caplog.at_level("WARNING"):
-        result = pipeline.fit(planted_set, states="1-2", restarts=1, progress=False, threshold=0.9)
+        result = pipeline.fit(planted_set, states="1-2", n_restarts=1, progress=False, threshold=0.9)
     assert result.n_states == 2
     bic = result.selection.curve.set_index("n_states")["bic"]
     assert bic[2] < bic[1]
@@ -193,13 +193,15 @@ def test_k_at_the_top_of_the_search_range_warns_in_summary_and_report(planted_se
     assert len(summary["warnings"]) == 1 and "largest K searched (1..2)" in summary["warnings"][0]
     assert "largest K searched" in caplog.text
     assert "Warning: the chosen K=2" in pipeline.render_summary(summary)
-    out = pipeline.write_fit_dir(result, tmp_path / "fit")
+    with pytest.warns(DeprecationWarning, match="result.save"):  # the 0.1 names still work for a release
+        out = pipeline.write_fit_dir(result, tmp_path / "fit")
     assert json.loads((out / "summary.json").read_text())["warnings"] == summary["warnings"]
-    pipeline.write_report(out)
+    with pytest.warns(DeprecationWarning, match="report.write_report"):
+        pipeline.write_report(out)
     report = json.loads((out / "report.json").read_text())
     assert summary["warnings"][0] in report["warnings"]
     # A K inside the range gives no such warning.
-    inside = pipeline.fit(planted_set, states="2-4", restarts=1, progress=False, analyze=False)
+    inside = pipeline.fit(planted_set, states="2-4", n_restarts=1, progress=False, analyze=False)
     assert inside.n_states == 3 and inside.summary()["warnings"] == []
 
 
@@ -217,7 +219,7 @@ def test_model_size_rule_flags_k_the_checkpoints_cannot_support(planted_factory,
     # Through fit: 2 training runs x 12 checkpoints x 3 features = 72 values, K = 4 has 51 parameters.
     ts = planted_factory(n_runs=3, n_checkpoints=12, n_features=3)
     with caplog.at_level("WARNING"):
-        result = pipeline.fit(ts, states=4, restarts=1, progress=False, analyze=False)
+        result = pipeline.fit(ts, states=4, n_restarts=1, progress=False, analyze=False)
     assert any("51 free parameters" in w and "over-parametrised" in w for w in result.summary()["warnings"])
     assert "over-parametrised" in caplog.text
 
@@ -228,7 +230,7 @@ def test_outcome_direction_option_reaches_the_convergence_steps(planted_set):
     # planted_set's accuracy is 0.2, 0.5, 0.95 in states 0, 1, 2: "lower is better" at 0.3
     # converges at the first checkpoint (state 0), the name's guess (higher) only in state 1.
     result = pipeline.fit(
-        planted_set, states=3, restarts=1, progress=False, threshold=0.3, outcome_direction="lower",
+        planted_set, states=3, n_restarts=1, progress=False, threshold=0.3, outcome_direction="lower",
     )
     conv = result.analysis.convergence
     assert result.config.outcome_direction == "lower" and conv.higher_is_better is False
@@ -256,7 +258,7 @@ def test_all_nan_default_outcome_skips_the_analysis_and_says_why(planted_set, ca
     frame = planted_set.frame.copy()
     frame["eval_accuracy"] = np.nan
     with caplog.at_level("WARNING"):
-        result = pipeline.fit(TrajectorySet(frame, {}), states=3, restarts=1, progress=False)
+        result = pipeline.fit(TrajectorySet(frame, {}), states=3, n_restarts=1, progress=False)
     assert result.analysis is None
     assert "'eval_accuracy' column has no finite value in any run" in caplog.text
     assert "never reach" not in caplog.text

@@ -19,7 +19,7 @@ from bayes_trainmap.data.simulate import simulate_training_runs
 def fit_dir(tmp_path_factory):
     sim = simulate_training_runs(20, n_checkpoints=150, path_dwell=(20, 25, 20), delay=30, random_state=1)
     result = pipeline.fit(
-        sim.trajectories, states=[5], restarts=1, progress=False, analyze=False, outcome="eval_accuracy", threshold=0.9
+        sim.trajectories, states=[5], n_restarts=1, progress=False, analyze=False, outcome="eval_accuracy", threshold=0.9
     )
     out = tmp_path_factory.mktemp("fits") / "fit"
     result.save(out, report=False)
