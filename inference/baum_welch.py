@@ -500,14 +500,24 @@ class GaussianHMM:
         ls, lt = self._logs(params, log_b)
         return log_b, ls, lt, lengths, backend
 
-    def score_samples(self, X, lengths=None) -> np.ndarray:
-        """Log-likelihood of every sequence, shape (N,)."""
+    def score_sequences(self, X, lengths=None) -> np.ndarray:
+        """Log-likelihood ``log p(x_1:T_i)`` of every sequence, shape (N,)."""
         log_b, ls, lt, lengths, backend = self._run(X, lengths)
         return _to_numpy(log_likelihood(log_b, ls, lt, lengths, backend=backend, method=self.fb_method))
 
+    def score_samples(self, X, lengths=None) -> np.ndarray:
+        """Deprecated: per-sequence log-likelihoods, now :meth:`score_sequences`.
+
+        (scikit-learn's ``score_samples`` returns one value per *sample*; an HMM's
+        checkpoints are not independent samples, so the per-sequence score is named for what
+        it is.)
+        """
+        warnings.warn("GaussianHMM.score_samples is deprecated; use score_sequences", DeprecationWarning, stacklevel=2)
+        return self.score_sequences(X, lengths)
+
     def score(self, X, lengths=None) -> float:
         """Total log-likelihood ``log p(X)`` summed over sequences."""
-        return float(np.sum(self.score_samples(X, lengths)))
+        return float(np.sum(self.score_sequences(X, lengths)))
 
     def predict(self, X, lengths=None) -> np.ndarray:
         """Viterbi state paths, shape (n,) int64."""

@@ -247,8 +247,10 @@ def test_information_criteria_hand_checked():
     assert model.aic(X, LENGTHS) == pytest.approx(-2 * ll + 70, rel=1e-12)
     diag = GaussianHMM.from_params(_planted("diag", K=3, d=3, seed=7))
     assert diag.n_parameters() == 2 + 6 + 9 + 9
-    np.testing.assert_allclose(model.score_samples(X, LENGTHS).sum(), ll, rtol=1e-12)
-    assert model.score_samples(X, LENGTHS).shape == (4,)
+    np.testing.assert_allclose(model.score_sequences(X, LENGTHS).sum(), ll, rtol=1e-12)
+    assert model.score_sequences(X, LENGTHS).shape == (4,)
+    with pytest.warns(DeprecationWarning, match="score_sequences"):
+        np.testing.assert_array_equal(model.score_samples(X, LENGTHS), model.score_sequences(X, LENGTHS))
 
 
 def test_restarts_are_reproducible_and_keep_the_best():
