@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import sys
 import warnings
@@ -20,6 +21,8 @@ from typing import Iterator, Sequence
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.executors import add_executor_arguments, executor_from_args
 from bayes_trainmap.core.version import __version__
+from bayes_trainmap.data.demos import available_demos
+from bayes_trainmap.fitting.bayesian import DEFAULT_DRAWS, DEFAULT_LR, DEFAULT_STEPS
 from bayes_trainmap.fitting.config import (
     BAYES_OPTION_NAMES,
     MODES,
@@ -27,6 +30,7 @@ from bayes_trainmap.fitting.config import (
     FitConfig,
 )
 from bayes_trainmap.fitting.robustness import INTERVAL_METHODS
+from bayes_trainmap.inference.guides import GUIDES
 from bayes_trainmap.inference.params import COVARIANCE_TYPES
 
 __all__ = ["build_parser", "main"]
@@ -76,7 +80,10 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         help="trajectory set: directory of per-run Parquet files, one .parquet/.csv file, "
         "or a directory of the paper authors' per-run CSVs (default: the built-in demo data)",
     )
-    source.add_argument("--demo", metavar="NAME", default="default", help="built-in demo set (default: %(default)s)")
+    source.add_argument(
+        "--demo", metavar="NAME", default="default",
+        help=f"built-in demo set: {', '.join(available_demos())} (default: %(default)s = sparse_parities)",
+    )
     data.add_argument(
         "--features",
         nargs="+",
@@ -115,10 +122,20 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     bayes = parser.add_argument_group("Bayesian modes (map, svi)")
-    bayes.add_argument("--draws", type=int, help="posterior draws for the credible intervals")
-    bayes.add_argument("--steps", type=int, help="optimisation steps")
-    bayes.add_argument("--lr", type=float, help="learning rate")
-    bayes.add_argument("--guide", help="variational family")
+    bayes.add_argument(
+        "--draws", type=int, help=f"posterior draws for the credible intervals (default: {DEFAULT_DRAWS}; svi)"
+    )
+    bayes.add_argument(
+        "--steps", type=int,
+        help=f"optimisation steps (default: {DEFAULT_STEPS['map']} for map, {DEFAULT_STEPS['svi']} for svi)",
+    )
+    bayes.add_argument(
+        "--lr", type=float, help=f"learning rate (default: {DEFAULT_LR['map']} for map, {DEFAULT_LR['svi']} for svi)"
+    )
+    bayes.add_argument(
+        "--guide", choices=GUIDES,
+        help="variational family (default: auto: full rank for small models, else low rank)",
+    )
     bayes.add_argument(
         "--intervals",
         choices=INTERVAL_METHODS,
@@ -157,6 +174,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--out", metavar="DIR", help="fit directory (default: fits/<data-name>-<mode>)")
     output.add_argument("--no-report", action="store_true", help="skip report.md/html/json")
     output.add_argument("--quiet", action="store_true", help="no progress bar, summary or warnings")
+    output.add_argument("--verbose", action="store_true", help="also list every run's state path")
     add_executor_arguments(parser, per="task")
 
 
@@ -181,7 +199,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="(re)write the report of a fit directory")
     report.add_argument("fit_dir", metavar="FITDIR")
-    report.add_argument("--quiet", action="store_true", help="do not print the summary")
+    report.add_argument("--quiet", action="store_true", help="print only the report's path")
+    report.add_argument("--verbose", action="store_true", help="also list every run's state path")
     report.set_defaults(handler=_cmd_report)
 
     from bayes_trainmap.monitor import commands as monitor_commands
@@ -206,7 +225,20 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         else:
             tasks_cli.add_tasks_arguments(tasks_parser)
             tasks_parser.set_defaults(handler=tasks_cli.run_tasks)
+    parser.set_defaults(subparsers=commands.choices)
     return parser
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> int:
+    """The command's own usage and one ``error:`` line naming the unknown option, with a suggestion."""
+    command = args.subparsers.get(args.command, parser)
+    known = [s for action in command._actions for s in action.option_strings]
+    bad = unknown[0].split("=", 1)[0]
+    close = difflib.get_close_matches(bad, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else f"; see 'python -m bayes_trainmap {args.command} --help'"
+    command.print_usage(sys.stderr)
+    print(f"error: unrecognized argument {bad}{hint}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 # ----------------------------------------------------------------------------------
@@ -252,7 +284,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from bayes_trainmap import data
     from bayes_trainmap.data.fitdir import check_output_dir
     from bayes_trainmap.fitting.pipeline import fit
-    from bayes_trainmap.report import render_terminal
+    from bayes_trainmap.report.summary import render_fit_summary
 
     config = _fit_config(args)  # every option is checked before any work starts
     if args.out:
@@ -261,42 +293,23 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out or _default_out(args, ts))
     with executor_from_args(args) as executor:
         result = fit(ts, config, executor=executor, progress=not args.quiet)
-    cli = {k: v for k, v in vars(args).items() if k != "handler"}
+    cli = {k: v for k, v in vars(args).items() if k not in ("handler", "subparsers")}
     result.save(out, report=not args.no_report, cli=cli)
     if not args.quiet:
-        print(result.render())
-        html = out / "report.html"
-        if html.is_file():
-            print()
-            print(render_terminal(out))
-            print(f"report: {html}")
-        print(f"fit directory: {out}")
+        print(render_fit_summary(out, verbose=args.verbose))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     # lazily, as in _cmd_fit
-    from bayes_trainmap.core.storage import write_json
-    from bayes_trainmap.data.fitdir import ANALYSIS_FILE, load_fit_dir, update_manifest
-    from bayes_trainmap.report import (
-        load_analysis,
-        render_summary,
-        render_terminal,
-        write_report,
-    )
+    from bayes_trainmap.data.fitdir import load_fit_dir
+    from bayes_trainmap.report import write_report
+    from bayes_trainmap.report.summary import render_fit_summary
 
     fit_dir = load_fit_dir(args.fit_dir)
     fit_dir.params  # the model must load, even when analysis.json makes it unnecessary
-    analysis = load_analysis(fit_dir.path)
-    if fit_dir.analysis is None:  # recomputed: keep it beside the report it renders
-        write_json(fit_dir.path / ANALYSIS_FILE, analysis.to_dict())
-        update_manifest(fit_dir.path, [fit_dir.path / ANALYSIS_FILE])
-    html = write_report(fit_dir.path, analysis=analysis)["html"]
-    if not args.quiet:
-        print(render_summary(fit_dir.summary))
-        print()
-        print(render_terminal(fit_dir.path))
-    print(f"report: {html}")
+    html = write_report(fit_dir.path)["html"]
+    print(f"report: {html}" if args.quiet else render_fit_summary(fit_dir.path, verbose=args.verbose))
     return 0
 
 
@@ -310,16 +323,25 @@ class _PrefixFormatter(logging.Formatter):
 
 @contextlib.contextmanager
 def _console(quiet: bool) -> Iterator[None]:
-    """Route log records and warnings to stderr as one ``warning: ...`` line each."""
+    """Route log records and warnings to stderr as one ``warning: ...`` line each, each text once."""
+    seen: set[str] = set()
+
+    def first_time(text: str) -> bool:
+        key = " ".join(text.split())
+        fresh = key not in seen
+        seen.add(key)
+        return fresh
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_PrefixFormatter())
+    handler.addFilter(lambda record: first_time(record.getMessage()))
     root = logging.getLogger()
     previous_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.ERROR if quiet else logging.WARNING)
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        if not quiet:
+        if not quiet and first_time(str(message)):
             print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
     with warnings.catch_warnings():
@@ -334,7 +356,10 @@ def _console(quiet: bool) -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        return _refuse_unknown(parser, args, unknown)
     with _console(getattr(args, "quiet", False)):
         try:
             return int(args.handler(args) or 0)

@@ -40,6 +40,7 @@ from .bayes_model import (
     params_from_sites,
     sites_from_params,
 )
+from .guides import GUIDES
 
 __all__ = [
     "BayesianFit",
@@ -55,7 +56,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Variational families of :func:`fit_svi`; "auto" resolves by :func:`auto_guide`.
-GUIDES = ("auto", "normal", "lowrank", "mvn")
 
 #: "auto" uses the full-rank Gaussian up to this many unconstrained parameters and the
 #: low-rank-plus-diagonal one above it. ``benchmarks/calibration.py`` (K=3, d=3: 35

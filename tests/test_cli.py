@@ -277,3 +277,30 @@ def test_tasks_command_is_delegated_and_fit_does_not_import_training_code(capsys
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["2", "False", "False"], done.stderr
+
+
+def test_fit_summary_fits_an_80_column_terminal(capsys, tmp_path, monkeypatch):
+    """Issue 15: on the shipped demo, the summary is at most 45 lines, none wider than 80."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.chdir(tmp_path)  # a short --out: paths are printed whole
+    out = Path("demo")
+    status, stdout, _ = _run(capsys, "fit", "--states", "5", "--n-restarts", "1", "--bootstrap", "4",
+                             "--k-resamples", "0", "--out", out)
+    assert status == 0
+    lines = stdout.rstrip("\n").split("\n")
+    assert len(lines) <= 45 and max(len(line) for line in lines) <= 80, stdout
+    assert lines[-4] == f"fit directory: {out}" and lines[-3].startswith("next: python -m bayes_trainmap report")
+    assert sum("never reached" in line for line in lines) == 1  # each warning once
+    assert lines[0].startswith("MLE fit of sparse_parities") and "state" in stdout and "→" in stdout
+    status, verbose, _ = _run(capsys, "report", out, "--verbose")
+    assert status == 0 and "seed-000 (" in verbose and len(verbose.splitlines()) > len(lines)
+
+
+def test_misspelled_option_names_the_command_and_suggests(capsys):
+    status, stdout, stderr = _run(capsys, "fit", "--mdoe", "svi")
+    assert status == 2 and stdout == ""
+    usage, error = stderr.strip().split("\n")[-2:] if stderr.count("\n") >= 1 else ("", stderr)
+    assert "bayes_trainmap fit" in stderr.split("error:")[0]  # fit's own usage, not the top level's
+    assert error == "error: unrecognized argument --mdoe; did you mean --mode?"
+    status, _, stderr = _run(capsys, "report", "x", "--quiett")
+    assert status == 2 and "did you mean --quiet?" in stderr

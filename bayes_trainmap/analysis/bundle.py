@@ -452,16 +452,7 @@ def _convergence(runs: FittedRuns, options: AnalysisOptions) -> ConvergenceResul
             options.outcome,
             ", ".join(conv.no_outcome),
         )
-    if conv.never_converged:
-        logger.warning(
-            "%d of %d runs never reach %s %s %g: %s",
-            len(conv.never_converged),
-            runs.n_runs,
-            options.outcome,
-            ">=" if conv.higher_is_better else "<=",
-            options.threshold,
-            ", ".join(conv.never_converged),
-        )
+    # never-converged runs are part of the result; every report lists them (not logged twice)
     return conv
 
 

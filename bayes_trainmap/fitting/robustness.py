@@ -725,11 +725,8 @@ def seed_uncertainty(
     bags = resample_fits(
         params, Z, lengths, convergence_steps, n_bags=n_bags, fitter=fitter, seed=seed, progress=progress, **options
     )
-    if not bags.converged.all():
-        logger.warning(
-            "%d of %d refits over resampled runs stopped at their iteration limit",
-            int((~bags.converged).sum()), bags.n_bags,
-        )
+    # refits that stopped at their iteration limit are recorded in the settings (converged_share)
+    # and reported once, by the report's warnings
     choices = None
     if k_selection is not None:
         k_selection = dict(k_selection)

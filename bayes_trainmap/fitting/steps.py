@@ -304,6 +304,28 @@ def selection_warnings(prepared: Prepared, selection: SelectionResult, config: F
     return [w for w in found if w]
 
 
+def order_states(params: HMMParams, runs: FittedRuns) -> HMMParams:
+    """``params`` with the states numbered in path order, as the paper's maps read.
+
+    State labels from EM are arbitrary. Each state's key is the mean, over the runs that
+    visit it, of its first Viterbi visit as a fraction of the run; states are numbered
+    by that key (unvisited states last, ties by descending occupancy), so runs start in
+    state 0 and the map reads left to right. The likelihood is unchanged (a relabelling).
+    """
+    paths = GaussianHMM.from_params(params).predict(runs.Z, runs.lengths)
+    k = int(params.n_states)
+    first = np.full((runs.n_runs, k), np.nan)
+    for i, (a, b) in enumerate(zip(runs.offsets[:-1], runs.offsets[1:])):
+        path = paths[a:b]
+        states, where = np.unique(path, return_index=True)
+        first[i, states] = where / max(b - a - 1, 1)
+    visited = np.isfinite(first).any(axis=0)
+    key = np.where(visited, np.nanmean(np.where(np.isfinite(first), first, np.nan), axis=0, where=np.isfinite(first)), np.inf)
+    occupancy = np.bincount(paths, minlength=k)
+    order = np.lexsort((-occupancy, key))
+    return params.permute(order) if not np.array_equal(order, np.arange(k)) else params
+
+
 def refine(
     prepared: Prepared, selection: SelectionResult, config: FitConfig, *, progress: bool = True
 ) -> tuple[HMMParams, bayesian.BayesianResult | None]:
@@ -311,6 +333,7 @@ def refine(
     normalization = {"method": "zscore_per_run", "window": int(config.window), "ddof": 0}
     features = list(prepared.runs.features)
     params = dataclasses.replace(selection.best_model.params_, feature_names=features, normalization=normalization)
+    params = order_states(params, prepared.runs)
     if config.mode not in BAYESIAN_MODES:
         return params, None
     Z_train, len_train = prepared.runs.rows_in(SPLIT_TRAIN)

@@ -61,7 +61,14 @@ def render_markdown(report: dict) -> str:
             out += [f"![{title}]({fig[name]['png']})", ""]
     out += ["## Model selection and baselines (paper Table 4 row)", ""]
     if t["table4"][1]:
-        out += [_md_table(*t["table4"]), "", "BICs are comparable only within a model class.", ""]
+        out += [
+            _md_table(*t["table4"]),
+            "",
+            "HMM: this fit's Gaussian HMM on all features; k-means: k-means clustering of the checkpoints; "
+            "HMM-1: a Gaussian HMM on the L2 norm alone (the paper's appendix C baselines). "
+            "BICs are comparable only within a model class.",
+            "",
+        ]
     if "selection_curves" in fig:
         out += [f"![BIC selection curves]({fig['selection_curves']['png']})", ""]
     else:

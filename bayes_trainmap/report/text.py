@@ -43,6 +43,12 @@ def fmt_p(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def p_equals(p) -> str:
+    """``p = 0.012`` or ``p < 0.001`` for running text."""
+    text = fmt_p(p)
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
 def fmt_interval(lo, hi, digits: int = 2) -> str:
     if lo is None or hi is None:
         return "–"
@@ -78,12 +84,12 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     tables = {"table1": (header, [row])}
 
     ustates = _unc_states(report)
-    header = ["state", "occupancy", "runs", "mean dwell", "start/end", "top features", "coefficient", "95% CI", "detour"]
+    header = ["state", "occupancy", "runs", "mean dwell (checkpoints)", "runs start / end here", "top features", "coefficient", "95% CI", "detour"]
     if unc:
         header += [f"coef. {kind} {level}"] + ([f"coef. predictive {level}"] if bagged else []) + ["P(detour)"]
     rows = []
     for s in report["states"]:
-        ends = "/".join(x for x, flag in (("start", s["is_initial"]), ("end", s["is_final"])) if flag) or "–"
+        ends = f"{s.get('n_runs_start', 0)} / {s.get('n_runs_end', 0)}"
         r = [
             str(s["state"]),
             f"{100 * s['occupancy']:.1f}%",
@@ -112,7 +118,8 @@ def report_tables(report: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     rows = []
     for e in report["edges"]:
         conv = "–" if e["conv_mean"] is None else f"{e['conv_mean']:.0f}" + ("" if e["conv_sd"] is None else f" ± {e['conv_sd']:.0f}")
-        r = [keys[(e["source"], e["target"])], f"{e['source']} → {e['target']}", fmt(e["trans_prob"]), str(e["n_runs"]), conv, e["label"]]
+        rare = " (rare: fewer than 1 in 1000 steps from the source, yet runs take it)" if e["trans_prob"] is not None and e["trans_prob"] < 1e-3 and e["n_runs"] else ""
+        r = [keys[(e["source"], e["target"])], f"{e['source']} → {e['target']}", fmt(e["trans_prob"]) + rare, str(e["n_runs"]), conv, e["label"]]
         if unc:
             u = uedges.get((e["source"], e["target"]), {})
             r += [
@@ -192,7 +199,7 @@ def regression_sentence(report: dict) -> str:
         + (f" (mean step {conv['mean']:.0f} ± {conv['sd']:.0f})" if conv.get("mean") is not None and conv.get("sd") is not None else "")
         + f". OLS of the standardised convergence step on occupancy fractions ({reg['n_runs']} runs, "
         f"no separate intercept since fractions sum to one): R² = {fmt(reg['r_squared'])}, "
-        f"F = {fmt(reg['f_statistic'], 2)}, p = {fmt_p(reg['f_pvalue'])}. "
+        f"F = {fmt(reg['f_statistic'], 2)}, {p_equals(reg['f_pvalue'])}. "
         "Coefficients are in standard deviations of the convergence step per unit of occupancy; "
         "a state is a detour if its coefficient is positive and some converged run never visits it."
         + _identification_sentence(reg)
@@ -203,7 +210,7 @@ def headline(report: dict) -> str:
     fit = report["fit"]
     task = f" · task {fit['task']}" if fit.get("task") else ""
     return (
-        f"{fit['mode'].upper() if fit.get('mode') else 'MLE'} fit · K = {fit['n_states']} states "
+        f"{fit['mode'].upper() if fit.get('mode') else 'MLE'} fit · K = {fit['n_states']} state{'s' if fit['n_states'] != 1 else ''} "
         f"({fit.get('selected_by') or 'fixed'}) · {fit['n_runs']} runs · {fit['n_checkpoints']:,} checkpoints · "
         f"{len(fit['features'])} features{task}"
     )
