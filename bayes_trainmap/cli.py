@@ -184,6 +184,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     report.add_argument("--quiet", action="store_true", help="do not print the summary")
     report.set_defaults(handler=_cmd_report)
 
+    # lazily: `tasks` and `--help` need none of the monitor's commands at import time
     from bayes_trainmap.monitor import commands as monitor_commands
 
     decode = commands.add_parser("decode", help="decode new runs against a fit directory")
@@ -198,7 +199,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     collect = commands.add_parser("collect", help="train a built-in task over many seeds and record trajectories")
     tasks_parser = commands.add_parser("tasks", help="list the built-in training tasks")
     if selected in _DELEGATED:
-        import bayes_trainmap.tasks.cli as tasks_cli  # lazily: it imports the training code
+        # lazily: it imports the training code
+        import bayes_trainmap.tasks.cli as tasks_cli
 
         if selected == "collect":
             tasks_cli.add_collect_arguments(collect)
@@ -275,7 +277,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    # lazily, as in _cmd_fit
+    # lazily: the report imports the analysis and matplotlib, which `tasks` and `--help` do not need
     from bayes_trainmap.core.storage import write_json
     from bayes_trainmap.data.fitdir import ANALYSIS_FILE, load_fit_dir, update_manifest
     from bayes_trainmap.report import (

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bayes_trainmap.analysis.training_map import format_change
+from bayes_trainmap.report.canvas import new_axes, state_colors
 from bayes_trainmap.report.graphviz_layout import dot_layout
 from bayes_trainmap.report.label_placement import (
     LabelRequest,
@@ -201,11 +202,6 @@ def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_stat
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, FancyArrowPatch
     from matplotlib.path import Path
-
-    from bayes_trainmap.report.plots import (  # here: plots imports this module
-        new_axes,
-        state_colors,
-    )
 
     dx, dy = SPACING["keys" if mode == "none" else mode]
     dx, dy = dx * scale, dy * scale
