@@ -31,7 +31,7 @@ from bayes_trainmap.core.errors import ModelSelectionError
 from bayes_trainmap.core.executors import Executor, LocalExecutor, execute
 from bayes_trainmap.inference.baum_welch import GaussianHMM
 from bayes_trainmap.inference.errors import InferenceError
-from bayes_trainmap.inference.params import bic, n_free_parameters
+from bayes_trainmap.inference.params import COVARIANCE_TYPES, bic, n_free_parameters
 
 __all__ = [
     "DEFAULT_STATES",
@@ -51,8 +51,6 @@ logger = logging.getLogger(__name__)
 
 #: The paper's search range for K.
 DEFAULT_STATES = range(STATES_RANGE[0], STATES_RANGE[-1] + 1)
-
-COVARIANCE_TYPES = ("full", "diag")
 
 TABLE_COLUMNS = [
     "n_states",
