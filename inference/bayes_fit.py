@@ -40,6 +40,8 @@ from .bayes_model import (
     params_from_sites,
     sites_from_params,
 )
+from .emissions import gaussian_log_likelihood
+from .forward_backward import forward_backward
 
 __all__ = [
     "BayesianFit",
