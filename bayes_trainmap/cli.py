@@ -184,7 +184,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     report.add_argument("--quiet", action="store_true", help="do not print the summary")
     report.set_defaults(handler=_cmd_report)
 
-    # lazily: `tasks` and `--help` need none of the monitor's commands at import time
+    # lazily: keeps `import bayes_trainmap.cli` light; only a built parser needs the monitor's commands
     from bayes_trainmap.monitor import commands as monitor_commands
 
     decode = commands.add_parser("decode", help="decode new runs against a fit directory")

@@ -151,6 +151,8 @@ def _scan_fits(log_emission, lengths: np.ndarray) -> bool:
     """Whether a scan's memory allowance fits in half the free memory of a CUDA device."""
     # lazily: torch is imported only for the torch backends
     import torch
+
+    # lazily: it imports torch
     from ._scan_kernels import scan_bytes
 
     free, _ = torch.cuda.mem_get_info(log_emission.device)
