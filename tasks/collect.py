@@ -312,11 +312,7 @@ def collect(
     CollectionResult
     """
     configured = _configured_task(task, variant, size, steps, eval_every, overrides)
-    seed_list = parse_seeds(seeds) if isinstance(seeds, str) else sorted({_as_seed(s) for s in seeds})
-    if not seed_list:
-        raise TaskError("no seeds given; expected e.g. '0-39'")
-    if ensemble_size is not None and ensemble_size < 1:
-        raise TaskError(f"ensemble_size must be >= 1, got {ensemble_size}")
+    seed_list = _checked_seeds(seeds, ensemble_size)
     executor = executor if executor is not None else LocalExecutor()
     if isinstance(executor, LocalExecutor):
         resolve_device(device, error=TaskError)  # refuse a bad or missing device before any work starts
@@ -363,6 +359,17 @@ def _configured_task(task: str | Task, variant: str, size: str, steps: int | Non
     if eval_every is not None:
         merged["eval_every"] = eval_every
     return get_task(task, variant=variant, size=size, **merged)
+
+
+def _checked_seeds(seeds: Iterable[int] | str, ensemble_size: int | None) -> list[int]:
+    """The sorted distinct seeds of :func:`collect`; raises :class:`TaskError` for no
+    seed or an ``ensemble_size`` below 1."""
+    seed_list = parse_seeds(seeds) if isinstance(seeds, str) else sorted({_as_seed(s) for s in seeds})
+    if not seed_list:
+        raise TaskError("no seeds given; expected e.g. '0-39'")
+    if ensemble_size is not None and ensemble_size < 1:
+        raise TaskError(f"ensemble_size must be >= 1, got {ensemble_size}")
+    return seed_list
 
 
 def _run_writer(result: CollectionResult, configured: Task,

@@ -211,17 +211,24 @@ def trajectory_from_hf_checkpoints(
         rows.append(row)
     frame = run_frame(rows)
     if out is not None:
-        meta = {
-            **dict(metadata or {}),
-            "run": run,
-            "seed": int(seed),
-            "diverged": False,
-            "source": "huggingface_checkpoints",
-            "checkpoints": [os.fspath(checkpoints[i]) for i in order],
-            "split_heads": split_heads,
-        }
-        write_run(frame, _run_file(out, run), meta)
+        sources = [os.fspath(checkpoints[i]) for i in order]
+        write_run(frame, _run_file(out, run), _hf_run_metadata(metadata, run, seed, sources, split_heads))
     return frame
+
+
+def _hf_run_metadata(metadata: Mapping[str, Any] | None, run: str, seed: int, sources: list[str],
+                     split_heads: bool) -> dict[str, Any]:
+    """The metadata written with an imported run: the caller's, then the run's identity,
+    its checkpoints (in step order) and the selection rule."""
+    return {
+        **dict(metadata or {}),
+        "run": run,
+        "seed": int(seed),
+        "diverged": False,
+        "source": "huggingface_checkpoints",
+        "checkpoints": sources,
+        "split_heads": split_heads,
+    }
 
 
 def _checked_steps(checkpoints: Sequence[str | os.PathLike], steps: Sequence[int] | None) -> list[int]:
