@@ -71,6 +71,46 @@ def _features_arg(values: list[str]) -> list[str]:
     return [name for value in values for name in value.split(",") if name]
 
 
+def _add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Bayesian modes' options and the resampling options of every mode."""
+    bayes = parser.add_argument_group("Bayesian modes (map, svi)")
+    bayes.add_argument(
+        "--draws", type=int, help=f"posterior draws for the credible intervals (default: {DEFAULT_DRAWS}; svi)"
+    )
+    bayes.add_argument(
+        "--steps", type=int,
+        help=f"optimisation steps (default: {DEFAULT_STEPS['map']} for map, {DEFAULT_STEPS['svi']} for svi)",
+    )
+    bayes.add_argument(
+        "--lr", type=float, help=f"learning rate (default: {DEFAULT_LR['map']} for map, {DEFAULT_LR['svi']} for svi)"
+    )
+    bayes.add_argument(
+        "--guide", choices=GUIDES,
+        help="variational family (default: auto: full rank for small models, else low rank)",
+    )
+    bayes.add_argument(
+        "--intervals",
+        choices=INTERVAL_METHODS,
+        default=DEFAULTS.intervals,
+        help="interval method: BayesBag over runs (carries seed-to-seed variation) or the model's plain "
+        "posterior (default: %(default)s)",
+    )
+
+    robust = parser.add_argument_group("uncertainty and robustness (all modes)")
+    robust.add_argument(
+        "--interval", type=float, default=DEFAULTS.interval,
+        help="level of every interval in the report (default: %(default)s)",
+    )
+    robust.add_argument(
+        "--bootstrap", type=int, metavar="B", default=DEFAULTS.bootstrap,
+        help="resamples of the runs for the robustness section and the bagged intervals (default: %(default)s; 0 skips)",
+    )
+    robust.add_argument(
+        "--k-resamples", type=int, metavar="R", default=DEFAULTS.k_resamples,
+        help="resamples of the K selection for the stability of K (default: %(default)s; 0 skips)",
+    )
+
+
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
@@ -121,42 +161,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         help="seed of the run split, the restarts and the baselines (default: %(default)s)",
     )
 
-    bayes = parser.add_argument_group("Bayesian modes (map, svi)")
-    bayes.add_argument(
-        "--draws", type=int, help=f"posterior draws for the credible intervals (default: {DEFAULT_DRAWS}; svi)"
-    )
-    bayes.add_argument(
-        "--steps", type=int,
-        help=f"optimisation steps (default: {DEFAULT_STEPS['map']} for map, {DEFAULT_STEPS['svi']} for svi)",
-    )
-    bayes.add_argument(
-        "--lr", type=float, help=f"learning rate (default: {DEFAULT_LR['map']} for map, {DEFAULT_LR['svi']} for svi)"
-    )
-    bayes.add_argument(
-        "--guide", choices=GUIDES,
-        help="variational family (default: auto: full rank for small models, else low rank)",
-    )
-    bayes.add_argument(
-        "--intervals",
-        choices=INTERVAL_METHODS,
-        default=DEFAULTS.intervals,
-        help="interval method: BayesBag over runs (carries seed-to-seed variation) or the model's plain "
-        "posterior (default: %(default)s)",
-    )
-
-    robust = parser.add_argument_group("uncertainty and robustness (all modes)")
-    robust.add_argument(
-        "--interval", type=float, default=DEFAULTS.interval,
-        help="level of every interval in the report (default: %(default)s)",
-    )
-    robust.add_argument(
-        "--bootstrap", type=int, metavar="B", default=DEFAULTS.bootstrap,
-        help="resamples of the runs for the robustness section and the bagged intervals (default: %(default)s; 0 skips)",
-    )
-    robust.add_argument(
-        "--k-resamples", type=int, metavar="R", default=DEFAULTS.k_resamples,
-        help="resamples of the K selection for the stability of K (default: %(default)s; 0 skips)",
-    )
+    _add_uncertainty_arguments(parser)
 
     analysis = parser.add_argument_group("convergence")
     analysis.add_argument("--outcome", help="outcome column defining convergence (default: eval_accuracy if present)")
@@ -203,6 +208,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     report.add_argument("--verbose", action="store_true", help="also list every run's state path")
     report.set_defaults(handler=_cmd_report)
 
+    # lazily: keeps `import bayes_trainmap.cli` light; only a built parser needs the monitor's commands
     from bayes_trainmap.monitor import commands as monitor_commands
 
     decode = commands.add_parser("decode", help="decode new runs against a fit directory")
@@ -217,7 +223,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     collect = commands.add_parser("collect", help="train a built-in task over many seeds and record trajectories")
     tasks_parser = commands.add_parser("tasks", help="list the built-in training tasks")
     if selected in _DELEGATED:
-        import bayes_trainmap.tasks.cli as tasks_cli  # lazily: it imports the training code
+        # lazily: it imports the training code
+        import bayes_trainmap.tasks.cli as tasks_cli
 
         if selected == "collect":
             tasks_cli.add_collect_arguments(collect)
@@ -301,7 +308,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    # lazily, as in _cmd_fit
+    # lazily: the report imports the analysis and matplotlib, which `tasks` and `--help` do not need
     from bayes_trainmap.data.fitdir import load_fit_dir
     from bayes_trainmap.report import write_report
     from bayes_trainmap.report.summary import render_fit_summary

@@ -40,6 +40,8 @@ from .bayes_model import (
     params_from_sites,
     sites_from_params,
 )
+from .emissions import gaussian_log_likelihood
+from .forward_backward import forward_backward
 from .guides import GUIDES
 
 __all__ = [
@@ -412,9 +414,6 @@ def off_the_boundary(params, Z, lengths, prior: HMMPrior):
     lengths : array of int, shape (N,)
     prior : HMMPrior
     """
-    from .emissions import gaussian_log_likelihood
-    from .forward_backward import forward_backward
-
     Zn = Z.detach().cpu().numpy() if isinstance(Z, torch.Tensor) else np.asarray(Z, dtype=float)
     lens = lengths.cpu().numpy() if isinstance(lengths, torch.Tensor) else np.asarray(lengths)
     log_b = gaussian_log_likelihood(Zn, params.means, params.covars, params.covariance_type)

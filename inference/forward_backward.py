@@ -149,8 +149,10 @@ def _pick_method(method: str, backend: str, log_emission, lengths: np.ndarray) -
 
 def _scan_fits(log_emission, lengths: np.ndarray) -> bool:
     """Whether a scan's memory allowance fits in half the free memory of a CUDA device."""
+    # lazily: torch is imported only for the torch backends
     import torch
 
+    # lazily: it imports torch
     from ._scan_kernels import scan_bytes
 
     free, _ = torch.cuda.mem_get_info(log_emission.device)
@@ -245,9 +247,11 @@ def _numba_forward_backward(log_b, log_start, log_trans, lengths):
 def _torch_fb(backend: str):
     """The torch forward-backward kernel of a resolved backend."""
     if backend == "torch-scan":
+        # lazily: torch is imported only for the torch backends
         from ._scan_kernels import forward_backward_scan
 
         return forward_backward_scan
+    # lazily: torch is imported only for the torch backends
     from ._torch_kernels import forward_backward_torch
 
     return forward_backward_torch
@@ -342,10 +346,12 @@ def viterbi(
         log_prob = np.empty(len(lens))
         nk.viterbi_kernel(le, ls, lt, _offsets(lens), paths, log_prob)
     elif backend == "torch-scan":
+        # lazily: torch is imported only for the torch backends
         from ._scan_kernels import viterbi_scan
 
         paths, log_prob = viterbi_scan(le, ls, lt, lens)
     else:
+        # lazily: torch is imported only for the torch backends
         from ._torch_kernels import viterbi_torch
 
         paths, log_prob = viterbi_torch(le, ls, lt, lens)
@@ -375,6 +381,7 @@ def sample_paths(
         paths = np.empty(le.shape[0], dtype=np.int64)
         nk.ffbs_kernel(filt, lt, _offsets(lens), uniforms, paths)
     else:
+        # lazily: torch is imported only for the torch backends
         from ._torch_kernels import ffbs_torch
 
         filt = _torch_fb(backend)(le, ls, lt, lens)[2]

@@ -80,6 +80,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def run_collect(args: argparse.Namespace) -> int:
     """Run ``collect`` for parsed arguments; prints a one-paragraph summary, returns 0."""
+    # lazily: collect imports torch and the training loop
     from .collect import collect, parse_seeds
 
     seeds = parse_seeds(args.seeds)
@@ -124,6 +125,7 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def task_table() -> list[dict[str, Any]]:
     """One entry per task: name, description, variants, threshold, default config (or why unavailable)."""
+    # lazily: the registry imports every task's training code
     from .registry import get_task_class, task_names
 
     rows = []

@@ -311,22 +311,8 @@ def collect(
     -------
     CollectionResult
     """
-    if isinstance(task, Task):
-        if steps is not None or eval_every is not None or overrides or variant != "default" or size != "default":
-            raise TaskError("pass settings either through a configured Task or as arguments, not both")
-        configured = task
-    else:
-        merged = dict(overrides or {})
-        if steps is not None:
-            merged["steps"] = steps
-        if eval_every is not None:
-            merged["eval_every"] = eval_every
-        configured = get_task(task, variant=variant, size=size, **merged)
-    seed_list = parse_seeds(seeds) if isinstance(seeds, str) else sorted({_as_seed(s) for s in seeds})
-    if not seed_list:
-        raise TaskError("no seeds given; expected e.g. '0-39'")
-    if ensemble_size is not None and ensemble_size < 1:
-        raise TaskError(f"ensemble_size must be >= 1, got {ensemble_size}")
+    configured = _configured_task(task, variant, size, steps, eval_every, overrides)
+    seed_list = _checked_seeds(seeds, ensemble_size)
     executor = executor if executor is not None else LocalExecutor()
     if isinstance(executor, LocalExecutor):
         resolve_device(device, error=TaskError)  # refuse a bad or missing device before any work starts
@@ -345,14 +331,52 @@ def collect(
     chunk = (ensemble_size or math.ceil(len(pending) / executor.parallelism())) if train_together else 1
     groups = {",".join(run_id(s) for s in group): group
               for group in (pending[i : i + chunk] for i in range(0, len(pending), chunk))}
-    work = partial(
-        train_group,
-        configured,
-        device=device,
-        ensemble=train_together,
-        # Per-run bars only in this process: a worker's bars would interleave in the log.
-        progress=progress and isinstance(executor, LocalExecutor),
+    # Per-run bars only in this process: a worker's bars would interleave in the log.
+    work = partial(train_group, configured, device=device, ensemble=train_together,
+                   progress=progress and isinstance(executor, LocalExecutor))
+    report = execute(executor, work, groups, desc=f"collect {configured.name}", unit="run", progress=progress,
+                     on_result=_run_writer(result, configured, on_run_written),
+                     weights={name: len(group) for name, group in groups.items()})
+    result.trained.sort()
+    report.raise_for_failures(
+        "run group" if chunk > 1 else "run",
+        hint="the finished runs are kept; run the same collection again to train the missing ones",
     )
+    return result
+
+
+def _configured_task(task: str | Task, variant: str, size: str, steps: int | None, eval_every: int | None,
+                     overrides: Mapping[str, Any] | None) -> Task:
+    """The task :func:`collect` trains: ``task`` itself when configured, else the
+    registered one with the given variant, size and overrides."""
+    if isinstance(task, Task):
+        if steps is not None or eval_every is not None or overrides or variant != "default" or size != "default":
+            raise TaskError("pass settings either through a configured Task or as arguments, not both")
+        return task
+    merged = dict(overrides or {})
+    if steps is not None:
+        merged["steps"] = steps
+    if eval_every is not None:
+        merged["eval_every"] = eval_every
+    return get_task(task, variant=variant, size=size, **merged)
+
+
+def _checked_seeds(seeds: Iterable[int] | str, ensemble_size: int | None) -> list[int]:
+    """The sorted distinct seeds of :func:`collect`; raises :class:`TaskError` for no
+    seed or an ``ensemble_size`` below 1."""
+    seed_list = parse_seeds(seeds) if isinstance(seeds, str) else sorted({_as_seed(s) for s in seeds})
+    if not seed_list:
+        raise TaskError("no seeds given; expected e.g. '0-39'")
+    if ensemble_size is not None and ensemble_size < 1:
+        raise TaskError(f"ensemble_size must be >= 1, got {ensemble_size}")
+    return seed_list
+
+
+def _run_writer(result: CollectionResult, configured: Task,
+                on_run_written: Callable[[int, Path | str], None] | None) -> Callable[[TaskResult], None]:
+    """The executor's ``on_result`` callback: write each finished run of a work item
+    into ``result.out`` and record it in ``result``."""
+    out = result.out
 
     def write(outcome: TaskResult[list[RunResult]]) -> None:
         # Runs are written here, as each item's results arrive: ``out`` needs to be
@@ -369,22 +393,7 @@ def collect(
             if on_run_written is not None:
                 on_run_written(run.seed, path)
 
-    report = execute(
-        executor,
-        work,
-        groups,
-        desc=f"collect {configured.name}",
-        unit="run",
-        progress=progress,
-        on_result=write,
-        weights={name: len(group) for name, group in groups.items()},
-    )
-    result.trained.sort()
-    report.raise_for_failures(
-        "run group" if chunk > 1 else "run",
-        hint="the finished runs are kept; run the same collection again to train the missing ones",
-    )
-    return result
+    return write
 
 
 def train_group(

@@ -190,15 +190,7 @@ def trajectory_from_hf_checkpoints(
         No checkpoints, steps that cannot be read or repeat, or a checkpoint
         that is not a BERT-style encoder.
     """
-    if len(checkpoints) == 0:
-        raise TaskError("no checkpoints given")
-    if steps is None:
-        steps = [step_from_checkpoint_name(c) for c in checkpoints]
-    elif len(steps) != len(checkpoints):
-        raise TaskError(f"got {len(steps)} steps for {len(checkpoints)} checkpoints")
-    steps = [int(s) for s in steps]
-    if len(set(steps)) != len(steps):
-        raise TaskError(f"checkpoint steps must be distinct, got {sorted(steps)}")
+    steps = _checked_steps(checkpoints, steps)
     transformers = _transformers()
     loader = getattr(transformers, auto_class, None)
     if loader is None or not hasattr(loader, "from_pretrained"):
@@ -213,31 +205,66 @@ def trajectory_from_hf_checkpoints(
     for i in iterator:
         source = os.fspath(checkpoints[i])
         logger.info("loading checkpoint %s (step %d)", source, steps[i])
-        model = loader.from_pretrained(source, **from_pretrained_kwargs).to(device)
-        model.eval()
-        state = model.state_dict()
-        n_heads = int(model.config.num_attention_heads)
-        selection = bert_encoder_selection(state, n_heads, split_heads=split_heads)
         row = {RUN_COLUMN: run, SEED_COLUMN: int(seed), STEP_COLUMN: steps[i]}
-        row.update(weight_statistics(state, selection))
-        if outcome_fn is not None:
-            row.update({k: float(v) for k, v in outcome_fn(model, steps[i]).items()})
+        row.update(_checkpoint_statistics(loader, source, steps[i], split_heads, outcome_fn, device,
+                                          from_pretrained_kwargs))
         rows.append(row)
-        del model, state
     frame = run_frame(rows)
     if out is not None:
-        target = Path(out)
-        if target.suffix != ".parquet":
-            target = target / f"run-{run}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            **dict(metadata or {}),
-            "run": run,
-            "seed": int(seed),
-            "diverged": False,
-            "source": "huggingface_checkpoints",
-            "checkpoints": [os.fspath(checkpoints[i]) for i in order],
-            "split_heads": split_heads,
-        }
-        write_run(frame, target, meta)
+        sources = [os.fspath(checkpoints[i]) for i in order]
+        write_run(frame, _run_file(out, run), _hf_run_metadata(metadata, run, seed, sources, split_heads))
     return frame
+
+
+def _hf_run_metadata(metadata: Mapping[str, Any] | None, run: str, seed: int, sources: list[str],
+                     split_heads: bool) -> dict[str, Any]:
+    """The metadata written with an imported run: the caller's, then the run's identity,
+    its checkpoints (in step order) and the selection rule."""
+    return {
+        **dict(metadata or {}),
+        "run": run,
+        "seed": int(seed),
+        "diverged": False,
+        "source": "huggingface_checkpoints",
+        "checkpoints": sources,
+        "split_heads": split_heads,
+    }
+
+
+def _checked_steps(checkpoints: Sequence[str | os.PathLike], steps: Sequence[int] | None) -> list[int]:
+    """The training step of each checkpoint (read from the names when ``steps`` is
+    None); raises :class:`TaskError` for no checkpoints, a count mismatch or repeats."""
+    if len(checkpoints) == 0:
+        raise TaskError("no checkpoints given")
+    if steps is None:
+        steps = [step_from_checkpoint_name(c) for c in checkpoints]
+    elif len(steps) != len(checkpoints):
+        raise TaskError(f"got {len(steps)} steps for {len(checkpoints)} checkpoints")
+    steps = [int(s) for s in steps]
+    if len(set(steps)) != len(steps):
+        raise TaskError(f"checkpoint steps must be distinct, got {sorted(steps)}")
+    return steps
+
+
+def _checkpoint_statistics(loader, source: str, step: int, split_heads: bool, outcome_fn, device,
+                           from_pretrained_kwargs: Mapping[str, Any]) -> dict[str, float]:
+    """Load one checkpoint with ``loader`` and return its 14 statistics and outcomes."""
+    model = loader.from_pretrained(source, **from_pretrained_kwargs).to(device)
+    model.eval()
+    state = model.state_dict()
+    n_heads = int(model.config.num_attention_heads)
+    selection = bert_encoder_selection(state, n_heads, split_heads=split_heads)
+    row = weight_statistics(state, selection)
+    if outcome_fn is not None:
+        row.update({k: float(v) for k, v in outcome_fn(model, step).items()})
+    return row
+
+
+def _run_file(out: str | os.PathLike, run: str) -> Path:
+    """``out`` itself if it names a ``.parquet`` file, else ``out/run-<run>.parquet``;
+    its folder is created."""
+    target = Path(out)
+    if target.suffix != ".parquet":
+        target = target / f"run-{run}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target

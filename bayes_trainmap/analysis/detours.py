@@ -271,27 +271,64 @@ def convergence_regression(
     -------
     RegressionResult
     """
-    import statsmodels.api as sm
-
     occ = np.asarray(occupancy, dtype=float)
     y_raw = np.asarray(steps, dtype=float)
+    _check_regression_inputs(occ, y_raw)
+    n_runs = occ.shape[0]
+    runs = list(run_ids) if run_ids is not None else [str(i) for i in range(n_runs)]
+    result = _unfitted_result(occ, runs)
+    keep = np.flatnonzero(result.visited_by > 0)
+
+    if n_runs < 2:
+        return _refuse(result, keep, f"only {n_runs} converged run(s); the regression needs at least 2")
+    mean, sd = float(y_raw.mean()), float(y_raw.std(ddof=1))
+    result.step_mean, result.step_sd = mean, sd
+    if not sd > 0:
+        return _refuse(result, keep, "every run converges at the same step; there is no variance to explain")
+
+    y = (y_raw - mean) / sd
+    design = occupancy_design(occ[:, keep])
+    if design.free.size == 0:
+        return _refuse(result, keep, "every run has the same occupancy of every state; there is nothing to regress on")
+    rank = design.rank
+    result.rank = rank
+    result.df_model, result.df_resid = float(rank - 1), float(n_runs - rank)
+    if n_runs <= rank:
+        return _refuse(
+            result, keep,
+            f"{n_runs} runs for an occupancy design of rank {rank} ({keep.size} visited states) leave no "
+            "residual degrees of freedom: the fit is saturated, so R², the F-test and the coefficients "
+            "are not identified",
+        )
+    alias_note = _alias_reasons(design, keep, result.not_identified_reasons)
+    exact = _fit_ols(result, y, design, keep, alpha)
+    result.warning = _flag_detours(result, rank, exact, alias_note)
+    return result
+
+
+def _check_regression_inputs(occ: np.ndarray, y_raw: np.ndarray) -> None:
+    """Raise :class:`BayesTrainmapError` unless ``occ`` is (N, K) of row-stochastic
+    fractions and ``y_raw`` (N,) finite steps."""
     if occ.ndim != 2 or y_raw.shape != (occ.shape[0],):
         raise BayesTrainmapError(f"occupancy {occ.shape} and steps {y_raw.shape} must be (N, K) and (N,)")
     if not np.all(np.isfinite(y_raw)):
         raise BayesTrainmapError("convergence steps must be finite; leave never-converged runs out first")
     if not np.allclose(occ.sum(axis=1), 1.0, atol=1e-8):
         raise BayesTrainmapError("occupancy rows must sum to one (fractions of each run's checkpoints)")
-    n_runs, n_states = occ.shape
-    runs = list(run_ids) if run_ids is not None else [str(i) for i in range(n_runs)]
 
+
+def _unfitted_result(occ: np.ndarray, runs: list[str]) -> RegressionResult:
+    """The result before any fit: NaN coefficients, nothing identified, states no run
+    visits dropped (with their reason)."""
+    n_runs, n_states = occ.shape
     visited_by = (occ > 0).sum(axis=0).astype(np.int64)
-    keep = np.flatnonzero(visited_by > 0)
+    n_kept = int(np.count_nonzero(visited_by > 0))
     dropped = [int(k) for k in np.flatnonzero(visited_by == 0)]
     nan_k = np.full(n_states, np.nan)
     reasons: list[str | None] = [None] * n_states
     for k in dropped:
         reasons[k] = "visited by no run in the regression"
-    result = RegressionResult(
+    return RegressionResult(
         coefficients=nan_k.copy(),
         std_errors=nan_k.copy(),
         ci_low=nan_k.copy(),
@@ -303,41 +340,43 @@ def convergence_regression(
         r_squared=float("nan"),
         f_statistic=float("nan"),
         f_pvalue=float("nan"),
-        df_model=float(keep.size - 1),
-        df_resid=float(n_runs - keep.size),
+        df_model=float(n_kept - 1),
+        df_resid=float(n_runs - n_kept),
         n_runs=n_runs,
         runs=runs,
         identified=np.zeros(n_states, dtype=bool),
         not_identified_reasons=reasons,
     )
 
-    def refuse(why: str) -> RegressionResult:
-        for k in keep:
-            reasons[k] = why
-        result.warning = why
-        return result
 
-    if n_runs < 2:
-        return refuse(f"only {n_runs} converged run(s); the regression needs at least 2")
-    mean, sd = float(y_raw.mean()), float(y_raw.std(ddof=1))
-    result.step_mean, result.step_sd = mean, sd
-    if not sd > 0:
-        return refuse("every run converges at the same step; there is no variance to explain")
+def _refuse(result: RegressionResult, keep: np.ndarray, why: str) -> RegressionResult:
+    """``result`` unfitted, with ``why`` as its warning and every visited state's reason."""
+    for k in keep:
+        result.not_identified_reasons[k] = why
+    result.warning = why
+    return result
 
-    y = (y_raw - mean) / sd
-    design = occupancy_design(occ[:, keep])
-    if design.free.size == 0:
-        return refuse("every run has the same occupancy of every state; there is nothing to regress on")
-    rank = design.rank
-    result.rank = rank
-    result.df_model, result.df_resid = float(rank - 1), float(n_runs - rank)
-    if n_runs <= rank:
-        return refuse(
-            f"{n_runs} runs for an occupancy design of rank {rank} ({keep.size} visited states) leave no "
-            "residual degrees of freedom: the fit is saturated, so R², the F-test and the coefficients "
-            "are not identified"
-        )
-    alias_note = _alias_reasons(design, keep, reasons)
+
+def _fit_ols(result: RegressionResult, y: np.ndarray, design, keep: np.ndarray, alpha: float) -> bool:
+    """Fit OLS on the reduced design and fill ``result``'s estimates in place.
+
+    Parameters
+    ----------
+    result : RegressionResult
+    y : numpy.ndarray, shape (N,)
+        Standardised convergence steps.
+    design : OccupancyDesign
+        The occupancy design of the visited states ``keep``.
+    keep : numpy.ndarray of int, shape (K_visited,)
+    alpha : float
+
+    Returns
+    -------
+    exact : bool
+        Whether the fit has zero residual (then no standard errors, intervals,
+        p-values or F-test are filled in).
+    """
+    import statsmodels.api as sm
 
     R = design.reduced()
     # hasconst=True: the rows of the design sum to one, so the constant lies in its span.
@@ -352,23 +391,29 @@ def convergence_regression(
     result.coefficients[est] = np.asarray(fitted.params)[idx]
     result.identified[est] = True
     result.r_squared = float(1.0 - rss / tss) if not exact else 1.0
-    notes = []
-    if exact:
-        notes.append(
-            "the fit is exact (zero residual), so standard errors, confidence intervals, p-values and "
-            "the F-test are undefined"
-        )
-    else:
+    if not exact:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ci = np.asarray(fitted.conf_int(alpha=alpha))
             result.std_errors[est] = np.asarray(fitted.bse)[idx]
             result.ci_low[est], result.ci_high[est] = ci[idx, 0], ci[idx, 1]
             result.pvalues[est] = np.asarray(fitted.pvalues)[idx]
-            if rank > 1:
+            if design.rank > 1:
                 result.f_statistic = float(fitted.fvalue)
                 result.f_pvalue = float(fitted.f_pvalue)
-    optional = visited_by < n_runs
+    return exact
+
+
+def _flag_detours(result: RegressionResult, rank: int, exact: bool, alias_note: str | None) -> str | None:
+    """Set ``result.detour`` (identified optional states with a positive coefficient);
+    return the fitted regression's warning (None when there is nothing to say)."""
+    notes = []
+    if exact:
+        notes.append(
+            "the fit is exact (zero residual), so standard errors, confidence intervals, p-values and "
+            "the F-test are undefined"
+        )
+    optional = result.visited_by < result.n_runs
     result.detour = (np.nan_to_num(result.coefficients, nan=0.0) > 0) & optional & result.identified
     if rank < 2:
         result.detour[:] = False  # only the mean is fitted: a sign would be rounding noise
@@ -380,8 +425,7 @@ def convergence_regression(
         )
     if alias_note:
         notes.insert(0, alias_note)
-    result.warning = "; ".join(notes) if notes else None
-    return result
+    return "; ".join(notes) if notes else None
 
 
 def _alias_reasons(design, keep: np.ndarray, reasons: list) -> str | None:

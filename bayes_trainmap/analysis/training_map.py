@@ -173,9 +173,7 @@ def build_training_map(
     paths = np.asarray(paths, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
     filtered = np.asarray(filtered, dtype=float)
-    means = np.asarray(params.means, dtype=float)
-    trans = np.asarray(params.trans_mat, dtype=float)
-    n_states, n_features = means.shape
+    n_states, n_features = np.asarray(params.means, dtype=float).shape
     names = list(getattr(params, "feature_names", None) or [f"x{i}" for i in range(n_features)])
     if paths.shape != (Z.shape[0],) or lengths.sum() != Z.shape[0] or len(run_ids) != lengths.size:
         raise BayesTrainmapError(
@@ -189,6 +187,38 @@ def build_training_map(
     offsets = _offsets(lengths)
     run_of = np.repeat(np.arange(lengths.size), lengths)
 
+    edges = _edge_table(params, Z, paths, filtered, run_of, conv, run_ids, names, n_top)
+    starts = paths[offsets[:-1]]
+    ends = paths[offsets[1:] - 1]
+    states = _state_table(params, Z, paths, filtered, run_of, starts, ends, run_ids, names, n_top)
+    return TrainingMap(
+        states=states,
+        edges=edges,
+        initial_states=sorted({int(s) for s in starts}),
+        final_states=sorted({int(s) for s in ends}),
+        feature_names=names,
+    )
+
+
+def _edge_table(params, Z, paths, filtered, run_of, conv, run_ids, names, n_top: int) -> pd.DataFrame:
+    """One row per transition ``j -> k`` (``j != k``) some run takes (``EDGE_COLUMNS``).
+
+    Parameters
+    ----------
+    params : HMMParams
+    Z : numpy.ndarray, shape (n, d)
+    paths : numpy.ndarray of int, shape (n,)
+    filtered : numpy.ndarray, shape (n, K)
+    run_of : numpy.ndarray of int, shape (n,)
+        Run index of every checkpoint.
+    conv : numpy.ndarray, shape (N,)
+        Convergence step per run (NaN: never converged).
+    run_ids, names : list of str
+    n_top : int
+    """
+    means = np.asarray(params.means, dtype=float)
+    trans = np.asarray(params.trans_mat, dtype=float)
+    n_features = means.shape[1]
     # Transitions: t is the first checkpoint in the new state.
     change = np.flatnonzero((paths[1:] != paths[:-1]) & (run_of[1:] == run_of[:-1])) + 1
     sources, targets = paths[change - 1], paths[change]
@@ -222,10 +252,16 @@ def build_training_map(
                 "label": ", ".join(format_change(names[i], delta[i]) for i in top),
             }
         )
-    edges = pd.DataFrame(edge_rows, columns=EDGE_COLUMNS)
+    return pd.DataFrame(edge_rows, columns=EDGE_COLUMNS)
 
-    starts = paths[offsets[:-1]]
-    ends = paths[offsets[1:] - 1]
+
+def _state_table(params, Z, paths, filtered, run_of, starts, ends, run_ids, names, n_top: int) -> pd.DataFrame:
+    """One row per state of the model, visited or not (``STATE_COLUMNS``).
+
+    ``starts`` and ``ends`` (each ``(N,)``) are the first and last state of every run;
+    the other arguments are those of :func:`_edge_table`.
+    """
+    n_states = np.asarray(params.means).shape[0]
     # Per-state importance: mean |gradient| over the checkpoints decoded as that state.
     state_abs = np.abs(posterior_gradient(params, Z, filtered)[np.arange(paths.size), paths]) if paths.size else None
     state_rows = []
@@ -256,14 +292,7 @@ def build_training_map(
                 "top_importance": top_imp,
             }
         )
-    states = pd.DataFrame(state_rows, columns=STATE_COLUMNS)
-    return TrainingMap(
-        states=states,
-        edges=edges,
-        initial_states=sorted({int(s) for s in starts}),
-        final_states=sorted({int(s) for s in ends}),
-        feature_names=names,
-    )
+    return pd.DataFrame(state_rows, columns=STATE_COLUMNS)
 
 
 def _convergence_array(convergence_steps, run_ids: list[str]) -> np.ndarray:

@@ -214,141 +214,217 @@ def simulate_training_runs(
     -------
     SimulatedTrajectories
     """
-    if n_runs < 2:
-        raise BayesTrainmapError(f"n_runs must be >= 2, got {n_runs}")
-    if not 1 <= n_features <= len(STATISTIC_NAMES):
-        raise BayesTrainmapError(f"n_features must be in 1..{len(STATISTIC_NAMES)}, got {n_features}")
-    if len(path_dwell) < 1 or min(path_dwell) < 1:
-        raise BayesTrainmapError(f"path_dwell must be a non-empty tuple of positive ints, got {path_dwell}")
-    if detour and not 0 <= fork_after < len(path_dwell):
-        raise BayesTrainmapError(f"fork_after must be in 0..{len(path_dwell) - 1}, got {fork_after}")
-    if not 0.0 <= detour_prob <= 1.0:
-        raise BayesTrainmapError(f"detour_prob must be in [0, 1], got {detour_prob}")
-    if not 0.0 < smoothing <= 1.0:
-        raise BayesTrainmapError(f"smoothing must be in (0, 1], got {smoothing}")
-    if dwell not in ("uniform", "geometric"):
-        raise BayesTrainmapError(f"dwell must be 'uniform' or 'geometric', got {dwell!r}")
-    if delay < 1:
-        raise BayesTrainmapError(f"delay must be >= 1, got {delay}")
-    min_needed = sum(path_dwell) + (delay if detour else 0) + 2
-    if dwell == "uniform" and n_checkpoints < min_needed * (1 + dwell_jitter):
-        raise BayesTrainmapError(
-            f"n_checkpoints={n_checkpoints} is too short for the planted path; "
-            f"expected at least {int(np.ceil(min_needed * (1 + dwell_jitter)))}"
-        )
-
+    plan = _Plan(n_checkpoints, detour, detour_prob, delay, path_dwell, fork_after, dwell, dwell_jitter,
+                 n_features, separation, noise, smoothing, ragged, step_interval, threshold, convergence_jitter)
+    plan.check(n_runs)
     rng = np.random.default_rng(random_state)
-    features = list(STATISTIC_NAMES[:n_features])
-    n_path = len(path_dwell) + 1
-    converged_state = n_path - 1
-    n_states = n_path + (1 if detour else 0)
-    detour_state = n_path if detour else None
-
-    # Latent means: a random walk along the path (so features drift monotonically
-    # on average, like training curves); the detour branches off the fork state.
-    latent_means = np.zeros((n_states, n_features))
-    latent_means[0] = rng.normal(0.0, separation, n_features)
-    for j in range(1, n_path):
-        latent_means[j] = latent_means[j - 1] + rng.normal(0.0, separation, n_features)
-    if detour:
-        latent_means[detour_state] = latent_means[fork_after] + rng.normal(0.0, separation, n_features)
-    offsets = rng.normal(0.0, 2.0, n_features)
-    scales = np.exp(rng.normal(0.0, 1.0, n_features))
-
-    frames, paths, lengths, conv_steps, took = [], [], [], [], []
+    latent_means, offsets, scales = _feature_geometry(rng, plan)
     width = max(3, len(str(n_runs - 1)))
     run_ids = [f"run_{i:0{width}d}" for i in range(n_runs)]
-    for _ in run_ids:
-        takes_detour = bool(detour and rng.random() < detour_prob)
-        sequence = list(range(n_path - 1))
-        if takes_detour:
-            sequence.insert(fork_after + 1, detour_state)
-        means_of = {j: path_dwell[j] for j in range(n_path - 1)}
-        if detour:
-            means_of[detour_state] = delay
-        durations = [int(_dwell_times(rng, means_of[s], dwell_jitter, dwell, 1)[0]) for s in sequence]
-        path = np.concatenate([np.full(d, s) for s, d in zip(sequence, durations)] + [np.array([], int)])
-        conv_index: int | None = int(path.size)
-        length = n_checkpoints
-        if conv_index >= n_checkpoints:
-            conv_index = None
-            path = path[:n_checkpoints]
-        else:
-            if ragged:
-                low = max(conv_index + 10, int(0.75 * n_checkpoints))
-                length = int(rng.integers(min(low, n_checkpoints), n_checkpoints + 1))
-            path = np.concatenate([path, np.full(length - path.size, converged_state)])
-        path = path.astype(np.int64)
+    runs = [_simulate_run(rng, plan, latent_means, offsets, scales) for _ in run_ids]
+    return _simulated_set(plan, run_ids, runs, latent_means, offsets, scales)
 
-        target = latent_means[path]
-        # m_t = m_{t-1} + smoothing * (target_t - m_{t-1}), m_0 = target_0, as a linear filter.
-        mean_track, _ = lfilter(
-            [smoothing], [1.0, smoothing - 1.0], target, axis=0, zi=((1.0 - smoothing) * target[:1])
-        )
-        latent = mean_track + rng.normal(0.0, noise, size=target.shape)
-        raw = offsets + scales * latent
 
-        if conv_index is not None and convergence_jitter:
-            shift = int(rng.integers(-convergence_jitter, convergence_jitter + 1))
-            conv_index = int(np.clip(conv_index + shift, 1, length - 1))
-        accuracy = _accuracy_curve(rng, length, conv_index, threshold)
-        eval_loss = -np.log(np.clip(accuracy, 1e-3, 1.0)) + np.abs(rng.normal(0.0, 0.01, length))
-        train_loss = 0.8 * eval_loss + np.abs(rng.normal(0.0, 0.01, length))
-        steps = np.arange(length, dtype=np.int64) * step_interval
-        frames.append((raw, steps, accuracy, eval_loss, train_loss))
-        paths.append(path)
-        lengths.append(length)
-        conv_steps.append(np.nan if conv_index is None else float(steps[conv_index]))
-        took.append(takes_detour)
+@dataclass
+class _Plan:
+    """The planted structure of :func:`simulate_training_runs` (its arguments, bar
+    ``n_runs`` and ``random_state``) and the state numbering it implies."""
 
-    # Planted HMM: left-to-right chain whose self-loops give the mean dwell times.
+    n_checkpoints: int
+    detour: bool
+    detour_prob: float
+    delay: int
+    path_dwell: tuple[int, ...]
+    fork_after: int
+    dwell: str
+    dwell_jitter: float
+    n_features: int
+    separation: float
+    noise: float
+    smoothing: float
+    ragged: bool
+    step_interval: int
+    threshold: float
+    convergence_jitter: int
+
+    @property
+    def n_path(self) -> int:
+        """Number of path states, the converged one included."""
+        return len(self.path_dwell) + 1
+
+    @property
+    def n_states(self) -> int:
+        return self.n_path + (1 if self.detour else 0)
+
+    @property
+    def converged_state(self) -> int:
+        return self.n_path - 1
+
+    @property
+    def detour_state(self) -> int | None:
+        return self.n_path if self.detour else None
+
+    def check(self, n_runs: int) -> None:
+        """Raise :class:`BayesTrainmapError` naming the first invalid argument."""
+        path_dwell, delay, dwell_jitter = self.path_dwell, self.delay, self.dwell_jitter
+        if n_runs < 2:
+            raise BayesTrainmapError(f"n_runs must be >= 2, got {n_runs}")
+        if not 1 <= self.n_features <= len(STATISTIC_NAMES):
+            raise BayesTrainmapError(f"n_features must be in 1..{len(STATISTIC_NAMES)}, got {self.n_features}")
+        if len(path_dwell) < 1 or min(path_dwell) < 1:
+            raise BayesTrainmapError(f"path_dwell must be a non-empty tuple of positive ints, got {path_dwell}")
+        if self.detour and not 0 <= self.fork_after < len(path_dwell):
+            raise BayesTrainmapError(f"fork_after must be in 0..{len(path_dwell) - 1}, got {self.fork_after}")
+        if not 0.0 <= self.detour_prob <= 1.0:
+            raise BayesTrainmapError(f"detour_prob must be in [0, 1], got {self.detour_prob}")
+        if not 0.0 < self.smoothing <= 1.0:
+            raise BayesTrainmapError(f"smoothing must be in (0, 1], got {self.smoothing}")
+        if self.dwell not in ("uniform", "geometric"):
+            raise BayesTrainmapError(f"dwell must be 'uniform' or 'geometric', got {self.dwell!r}")
+        if delay < 1:
+            raise BayesTrainmapError(f"delay must be >= 1, got {delay}")
+        min_needed = sum(path_dwell) + (delay if self.detour else 0) + 2
+        if self.dwell == "uniform" and self.n_checkpoints < min_needed * (1 + dwell_jitter):
+            raise BayesTrainmapError(
+                f"n_checkpoints={self.n_checkpoints} is too short for the planted path; "
+                f"expected at least {int(np.ceil(min_needed * (1 + dwell_jitter)))}"
+            )
+
+
+def _feature_geometry(rng: np.random.Generator, plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latent state means ``(K, d)`` and the per-feature offsets and scales ``(d,)``.
+
+    The path means are a random walk (so features drift monotonically on average,
+    like training curves); the detour branches off the fork state.
+    """
+    n_features, separation = plan.n_features, plan.separation
+    latent_means = np.zeros((plan.n_states, n_features))
+    latent_means[0] = rng.normal(0.0, separation, n_features)
+    for j in range(1, plan.n_path):
+        latent_means[j] = latent_means[j - 1] + rng.normal(0.0, separation, n_features)
+    if plan.detour:
+        latent_means[plan.detour_state] = latent_means[plan.fork_after] + rng.normal(0.0, separation, n_features)
+    offsets = rng.normal(0.0, 2.0, n_features)
+    scales = np.exp(rng.normal(0.0, 1.0, n_features))
+    return latent_means, offsets, scales
+
+
+def _run_path(rng: np.random.Generator, plan: _Plan) -> tuple[np.ndarray, int | None, int, bool]:
+    """One run's planted state path ``(T_i,)``, first converged index (``None`` if the
+    run never converges), length ``T_i`` and whether it takes the detour."""
+    n_path, detour_state, n_checkpoints = plan.n_path, plan.detour_state, plan.n_checkpoints
+    takes_detour = bool(plan.detour and rng.random() < plan.detour_prob)
+    sequence = list(range(n_path - 1))
+    if takes_detour:
+        sequence.insert(plan.fork_after + 1, detour_state)
+    means_of = {j: plan.path_dwell[j] for j in range(n_path - 1)}
+    if plan.detour:
+        means_of[detour_state] = plan.delay
+    durations = [int(_dwell_times(rng, means_of[s], plan.dwell_jitter, plan.dwell, 1)[0]) for s in sequence]
+    path = np.concatenate([np.full(d, s) for s, d in zip(sequence, durations)] + [np.array([], int)])
+    conv_index: int | None = int(path.size)
+    length = n_checkpoints
+    if conv_index >= n_checkpoints:
+        conv_index = None
+        path = path[:n_checkpoints]
+    else:
+        if plan.ragged:
+            low = max(conv_index + 10, int(0.75 * n_checkpoints))
+            length = int(rng.integers(min(low, n_checkpoints), n_checkpoints + 1))
+        path = np.concatenate([path, np.full(length - path.size, plan.converged_state)])
+    return path.astype(np.int64), conv_index, length, takes_detour
+
+
+def _simulate_run(rng, plan: _Plan, latent_means, offsets, scales) -> tuple:
+    """One run: ``((raw, steps, accuracy, eval_loss, train_loss), path, length,
+    convergence step or NaN, takes_detour)``; ``raw`` is ``(T_i, d)``, the rest ``(T_i,)``."""
+    path, conv_index, length, takes_detour = _run_path(rng, plan)
+    smoothing = plan.smoothing
+    target = latent_means[path]
+    # m_t = m_{t-1} + smoothing * (target_t - m_{t-1}), m_0 = target_0, as a linear filter.
+    mean_track, _ = lfilter(
+        [smoothing], [1.0, smoothing - 1.0], target, axis=0, zi=((1.0 - smoothing) * target[:1])
+    )
+    latent = mean_track + rng.normal(0.0, plan.noise, size=target.shape)
+    raw = offsets + scales * latent
+
+    jitter = plan.convergence_jitter
+    if conv_index is not None and jitter:
+        shift = int(rng.integers(-jitter, jitter + 1))
+        conv_index = int(np.clip(conv_index + shift, 1, length - 1))
+    accuracy = _accuracy_curve(rng, length, conv_index, plan.threshold)
+    eval_loss = -np.log(np.clip(accuracy, 1e-3, 1.0)) + np.abs(rng.normal(0.0, 0.01, length))
+    train_loss = 0.8 * eval_loss + np.abs(rng.normal(0.0, 0.01, length))
+    steps = np.arange(length, dtype=np.int64) * plan.step_interval
+    conv_step = np.nan if conv_index is None else float(steps[conv_index])
+    return (raw, steps, accuracy, eval_loss, train_loss), path, length, conv_step, takes_detour
+
+
+def _planted_chain(plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+    """The planted HMM's start ``(K,)`` and transition ``(K, K)`` probabilities: a
+    left-to-right chain whose self-loops give the mean dwell times."""
+    n_states, n_path, fork_after, delay = plan.n_states, plan.n_path, plan.fork_after, plan.delay
+    detour, detour_state = plan.detour, plan.detour_state
     trans = np.zeros((n_states, n_states))
     for j in range(n_path - 1):
-        stay = 1.0 - 1.0 / path_dwell[j]
+        stay = 1.0 - 1.0 / plan.path_dwell[j]
         trans[j, j] = stay
         if detour and j == fork_after:
-            trans[j, detour_state] = (1.0 - stay) * detour_prob
-            trans[j, j + 1] = (1.0 - stay) * (1.0 - detour_prob)
+            trans[j, detour_state] = (1.0 - stay) * plan.detour_prob
+            trans[j, j + 1] = (1.0 - stay) * (1.0 - plan.detour_prob)
         else:
             trans[j, j + 1] = 1.0 - stay
-    trans[converged_state, converged_state] = 1.0
+    trans[plan.converged_state, plan.converged_state] = 1.0
     if detour:
         trans[detour_state, detour_state] = 1.0 - 1.0 / delay
         trans[detour_state, fork_after + 1] = 1.0 / delay
     start = np.zeros(n_states)
     start[0] = 1.0
+    return start, trans
 
-    planted = {
-        "n_states": n_states,
-        "path_states": list(range(n_path)),
-        "converged_state": converged_state,
-        "detour_state": detour_state,
-        "fork_after": fork_after if detour else None,
-        "detour_prob": detour_prob if detour else 0.0,
-        "delay": delay if detour else 0,
-        "path_dwell": list(path_dwell),
-        "dwell": dwell,
-        "dwell_jitter": dwell_jitter,
-        "smoothing": smoothing,
-        "noise": noise,
-        "separation": separation,
-        "threshold": threshold,
-        "convergence_jitter": convergence_jitter,
+
+def _planted_truth(plan: _Plan, latent_means, offsets, scales) -> dict[str, Any]:
+    """The ``planted`` dict of :class:`SimulatedTrajectories`."""
+    detour = plan.detour
+    start, trans = _planted_chain(plan)
+    return {
+        "n_states": plan.n_states,
+        "path_states": list(range(plan.n_path)),
+        "converged_state": plan.converged_state,
+        "detour_state": plan.detour_state,
+        "fork_after": plan.fork_after if detour else None,
+        "detour_prob": plan.detour_prob if detour else 0.0,
+        "delay": plan.delay if detour else 0,
+        "path_dwell": list(plan.path_dwell),
+        "dwell": plan.dwell,
+        "dwell_jitter": plan.dwell_jitter,
+        "smoothing": plan.smoothing,
+        "noise": plan.noise,
+        "separation": plan.separation,
+        "threshold": plan.threshold,
+        "convergence_jitter": plan.convergence_jitter,
         "outcome": "eval_accuracy",
-        "feature_names": features,
+        "feature_names": list(STATISTIC_NAMES[: plan.n_features]),
         "start_prob": start,
         "trans_mat": trans,
         "latent_means": latent_means,
         "means": offsets + scales * latent_means,
-        "covars": np.tile((scales * noise) ** 2, (n_states, 1)),
+        "covars": np.tile((scales * plan.noise) ** 2, (plan.n_states, 1)),
         "feature_offsets": offsets,
         "feature_scales": scales,
-        "metadata": {"task": "simulated", "detour": detour, "threshold": threshold},
+        "metadata": {"task": "simulated", "detour": detour, "threshold": plan.threshold},
     }
+
+
+def _simulated_set(plan: _Plan, run_ids: list[str], runs: list[tuple], latent_means, offsets, scales
+                   ) -> SimulatedTrajectories:
+    """Stack the runs of :func:`_simulate_run` into a :class:`SimulatedTrajectories`."""
+    frames, paths, lengths, conv_steps, took = (list(column) for column in zip(*runs))
+    features = list(STATISTIC_NAMES[: plan.n_features])
     lengths_arr = np.asarray(lengths, dtype=np.int64)
     columns = {
         RUN_COLUMN: np.repeat(np.asarray(run_ids, dtype=object), lengths_arr),
-        SEED_COLUMN: np.repeat(np.arange(n_runs, dtype=np.int64), lengths_arr),
+        SEED_COLUMN: np.repeat(np.arange(len(run_ids), dtype=np.int64), lengths_arr),
         STEP_COLUMN: np.concatenate([f[1] for f in frames]),
     }
     raw_all = np.concatenate([f[0] for f in frames])
@@ -360,8 +436,8 @@ def simulate_training_runs(
         true_paths=np.concatenate(paths),
         lengths=lengths_arr,
         run_ids=run_ids,
-        detour_states=[detour_state] if detour else [],
+        detour_states=[plan.detour_state] if plan.detour else [],
         convergence_steps=np.asarray(conv_steps, dtype=float),
         visits_detour=np.asarray(took, dtype=bool),
-        planted=planted,
+        planted=_planted_truth(plan, latent_means, offsets, scales),
     )

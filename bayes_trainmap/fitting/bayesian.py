@@ -49,6 +49,8 @@ from bayes_trainmap.analysis.detours import occupancy as occupancy_fractions
 from bayes_trainmap.analysis.identifiability import occupancy_design
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.storage import to_jsonable
+from bayes_trainmap.inference.emissions import gaussian_log_likelihood
+from bayes_trainmap.inference.forward_backward import sample_paths, viterbi
 
 __all__ = [
     "MODES",
@@ -231,9 +233,6 @@ def _regression_draw(occ: np.ndarray, y_raw: np.ndarray, rng: np.random.Generato
 
 
 def _decode(params, Z, lengths, decode: str, rng):
-    from bayes_trainmap.inference.emissions import gaussian_log_likelihood
-    from bayes_trainmap.inference.forward_backward import sample_paths, viterbi
-
     log_emission = gaussian_log_likelihood(Z, params.means, params.covars, params.covariance_type)
     with np.errstate(divide="ignore"):
         log_start, log_trans = np.log(params.start_prob), np.log(params.trans_mat)
@@ -567,6 +566,7 @@ def fit_bayesian(
         See :func:`align_to_reference`.
     progress : bool
     """
+    # lazily: the Bayesian engine imports pyro, which MLE fits do not need
     from bayes_trainmap.inference.bayes_fit import fit_map, fit_svi
 
     if mode not in MODES:

@@ -326,6 +326,7 @@ def refit(
         start = dataclasses.replace(
             model.params_, feature_names=list(init_params.feature_names), normalization=dict(init_params.normalization)
         )
+    # lazily: the Bayesian engine imports pyro, which MLE fits do not need
     from bayes_trainmap.inference.bayes_fit import fit_map
 
     engine_logger = logging.getLogger("inference.bayes_fit")

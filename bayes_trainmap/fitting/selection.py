@@ -31,7 +31,7 @@ from bayes_trainmap.core.errors import ModelSelectionError
 from bayes_trainmap.core.executors import Executor, LocalExecutor, execute
 from bayes_trainmap.inference.baum_welch import GaussianHMM
 from bayes_trainmap.inference.errors import InferenceError
-from bayes_trainmap.inference.params import bic, n_free_parameters
+from bayes_trainmap.inference.params import COVARIANCE_TYPES, bic, n_free_parameters
 
 __all__ = [
     "DEFAULT_STATES",
@@ -51,8 +51,6 @@ logger = logging.getLogger(__name__)
 
 #: The paper's search range for K.
 DEFAULT_STATES = range(STATES_RANGE[0], STATES_RANGE[-1] + 1)
-
-COVARIANCE_TYPES = ("full", "diag")
 
 TABLE_COLUMNS = [
     "n_states",
@@ -307,6 +305,37 @@ def select_n_states(
         If some K cannot be fitted to the training data (too many parameters or
         states for the checkpoints), or the inputs are inconsistent.
     """
+    X_train, len_train, X_val, len_val = _checked_data(X_train, len_train, X_val, len_val)
+    candidates = _candidate_states(states, covariance_type, n_restarts)
+    n_train, d = X_train.shape
+    for k in candidates:
+        check_supported(k, n_train, d, covariance_type)
+
+    fit_one = partial(
+        fit_candidate,
+        X_train=X_train,
+        len_train=len_train,
+        X_val=X_val,
+        len_val=len_val,
+        base_seed=_base_seed(random_state),
+        covariance_type=covariance_type,
+        n_iter=n_iter,
+        tol=tol,
+        device=device,
+        min_covar=min_covar,
+        feature_names=list(feature_names) if feature_names is not None else None,
+    )
+    # Every (K, restart) fit is independent and seeded by restart_seed, so any executor
+    # (in-process or Ray tasks) reproduces the same sweep; values come back in item order.
+    candidates_by_name = {f"K={k} restart={r}": (k, r) for k in candidates for r in range(n_restarts)}
+    report = execute(executor if executor is not None else LocalExecutor(), fit_one, candidates_by_name,
+                     desc="BIC sweep", unit="fit", progress=progress, fail_fast=True)
+    return _selection_result(report.values, candidates_by_name, candidates, int(X_val.shape[0]))
+
+
+def _checked_data(X_train, len_train, X_val, len_val) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The sweep's data as float64 ``(n, d)`` and int64 ``(N,)`` arrays; raises
+    :class:`ModelSelectionError` for inconsistent shapes or no held-out checkpoint."""
     X_train = np.asarray(X_train, dtype=np.float64)
     X_val = np.asarray(X_val, dtype=np.float64)
     len_train = np.asarray(len_train, dtype=np.int64)
@@ -319,6 +348,12 @@ def select_n_states(
         raise ModelSelectionError("lengths must sum to the number of rows of X_train / X_val")
     if X_val.shape[0] == 0:
         raise ModelSelectionError("no held-out checkpoints: BIC needs at least one held-out run")
+    return X_train, len_train, X_val, len_val
+
+
+def _candidate_states(states, covariance_type: str, n_restarts: int) -> list[int]:
+    """The sorted candidate numbers of states; raises :class:`ModelSelectionError` for
+    an unknown covariance type, no restart or a non-positive candidate."""
     if covariance_type not in COVARIANCE_TYPES:
         raise ModelSelectionError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
     if int(n_restarts) < 1:
@@ -330,40 +365,14 @@ def select_n_states(
         candidates = sorted({int(k) for k in states})
     if not candidates or candidates[0] < 1:
         raise ModelSelectionError(f"candidate numbers of states must be positive integers, got {states!r}")
-    n_train, d = X_train.shape
-    n_val = int(X_val.shape[0])
-    for k in candidates:
-        check_supported(k, n_train, d, covariance_type)
+    return candidates
 
-    base = _base_seed(random_state)
-    fit_one = partial(
-        fit_candidate,
-        X_train=X_train,
-        len_train=len_train,
-        X_val=X_val,
-        len_val=len_val,
-        base_seed=base,
-        covariance_type=covariance_type,
-        n_iter=n_iter,
-        tol=tol,
-        device=device,
-        min_covar=min_covar,
-        feature_names=list(feature_names) if feature_names is not None else None,
-    )
-    # Every (K, restart) fit is independent and seeded by restart_seed, so any executor
-    # (in-process or Ray tasks) reproduces the same sweep; values come back in item order.
-    candidates_by_name = {f"K={k} restart={r}": (k, r) for k in candidates for r in range(n_restarts)}
-    report = execute(
-        executor if executor is not None else LocalExecutor(),
-        fit_one,
-        candidates_by_name,
-        desc="BIC sweep",
-        unit="fit",
-        progress=progress,
-        fail_fast=True,
-    )
-    rows = [row for row, _ in report.values.values()]
-    fitted = {candidates_by_name[name]: model for name, (_, model) in report.values.items()}
+
+def _selection_result(values: dict, candidates_by_name: dict, candidates: list[int], n_val: int) -> SelectionResult:
+    """Pick K from the sweep's ``(row, model)`` per fit: the best restart of each K,
+    then the K of lowest held-out BIC."""
+    rows = [row for row, _ in values.values()]
+    fitted = {candidates_by_name[name]: model for name, (_, model) in values.items()}
 
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     curve = _best_restarts(table)[CURVE_COLUMNS].reset_index(drop=True)

@@ -15,6 +15,8 @@ from bayes_trainmap.core.schema import (
     STATISTIC_NAMES,
     STEP_COLUMN,
 )
+from bayes_trainmap.monitor.model import MapModel, load_map_model
+from bayes_trainmap.monitor.online import RunMonitor
 
 __all__ = ["Monitoring", "scalar_outcomes"]
 
@@ -70,9 +72,6 @@ class Monitoring:
             raise BayesTrainmapError(f"stop_if_stuck must be a probability in (0, 1], got {stop_if_stuck}")
         self.stop_if_stuck = stop_if_stuck
         if model is not None:
-            from bayes_trainmap.monitor.model import MapModel, load_map_model
-            from bayes_trainmap.monitor.online import RunMonitor
-
             map_model = model if isinstance(model, MapModel) else load_map_model(model)
             self.monitor = RunMonitor(map_model, normalization)
 

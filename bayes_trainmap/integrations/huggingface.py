@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover
 from bayes_trainmap.core.errors import TaskError, TrajectoryError
 from bayes_trainmap.core.runlog import check_run_id
 from bayes_trainmap.integrations._monitoring import Monitoring, scalar_outcomes
+from bayes_trainmap.tasks.recorder import TrajectoryRecorder
 
 __all__ = ["TrainMapCallback"]
 
@@ -108,8 +109,6 @@ class TrainMapCallback(TrainerCallback):
         self._pending[2].update(values)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        from bayes_trainmap.tasks.recorder import TrajectoryRecorder
-
         self.recorder = TrajectoryRecorder(model, self.out, run=self.run, seed=self.seed, every=self.every,
                                            metadata=self.metadata, selection=self.selection)
         self._measure(int(state.global_step))

@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - the standalone package
 from bayes_trainmap.core.errors import TaskError, TrajectoryError
 from bayes_trainmap.core.runlog import check_run_id
 from bayes_trainmap.integrations._monitoring import Monitoring, scalar_outcomes
+from bayes_trainmap.tasks.recorder import TrajectoryRecorder
 
 __all__ = ["TrainMapCallback"]
 
@@ -112,8 +113,6 @@ class TrainMapCallback(Callback):
                 trainer.should_stop = True
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        from bayes_trainmap.tasks.recorder import TrajectoryRecorder
-
         self.recorder = TrajectoryRecorder(pl_module, self.out, run=self.run, seed=self.seed, every=self.every,
                                            metadata=self.metadata, selection=self.selection)
 

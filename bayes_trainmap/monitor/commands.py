@@ -8,7 +8,11 @@ import time
 from pathlib import Path
 
 from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.data import load_trajectories
+from bayes_trainmap.data.fitdir import load_fit_dir
+from bayes_trainmap.monitor.model import load_map_model
 from bayes_trainmap.monitor.normalize import NORMALIZATIONS
+from bayes_trainmap.monitor.watch import RunWatcher, status_table
 
 __all__ = ["add_decode_arguments", "add_watch_arguments", "run_decode", "run_watch"]
 
@@ -23,9 +27,6 @@ def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    from bayes_trainmap.data import load_trajectories
-    from bayes_trainmap.data.fitdir import load_fit_dir
-
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".parquet", ".csv"):
         raise BayesTrainmapError(f"--out must end in .parquet or .csv, got '{out}'")
@@ -72,9 +73,6 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_watch(args: argparse.Namespace) -> int:
     from rich.console import Console
-
-    from bayes_trainmap.monitor.model import load_map_model
-    from bayes_trainmap.monitor.watch import RunWatcher, status_table
 
     if not args.interval > 0:
         raise BayesTrainmapError(f"--interval must be a positive number of seconds, got {args.interval}")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from bayes_trainmap.core.schema import RUN_COLUMN, STEP_COLUMN
 from bayes_trainmap.data import TrajectorySet, validate
+from bayes_trainmap.inference.baum_welch import GaussianHMM
 from bayes_trainmap.monitor.model import MapModel, load_map_model
 from bayes_trainmap.monitor.normalize import normalize_offline
 
@@ -70,8 +71,6 @@ def decode_runs(model, trajectories: TrajectorySet) -> DecodeResult:
     TrajectoryError
         If a model feature is missing, non-numeric or non-finite, or steps are unsorted.
     """
-    from bayes_trainmap.inference.baum_welch import GaussianHMM
-
     if not isinstance(model, MapModel):
         model = load_map_model(model)
     features = validate(trajectories, model.features, min_length=1)

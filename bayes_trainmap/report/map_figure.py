@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bayes_trainmap.analysis.training_map import format_change
+from bayes_trainmap.report.canvas import new_axes, state_colors
 from bayes_trainmap.report.graphviz_layout import dot_layout
 from bayes_trainmap.report.label_placement import (
     LabelRequest,
@@ -198,42 +199,81 @@ def plot_training_map(
 
 
 def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_states, mode, scale, ax):
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Circle, FancyArrowPatch
-    from matplotlib.path import Path
-
-    from bayes_trainmap.report.plots import (  # here: plots imports this module
-        new_axes,
-        state_colors,
-    )
-
+    """One attempt at the map in label ``mode`` and spacing ``scale``; the dict of
+    :func:`plot_training_map` plus ``failed`` (the labels no free place was found for)."""
     dx, dy = SPACING["keys" if mode == "none" else mode]
     dx, dy = dx * scale, dy * scale
     pos = {s: np.array([x * dx, y * dy]) for s, (x, y) in layout.positions.items()}
     states = training_map.states
     occupancy = dict(zip(states["state"].astype(int), states["occupancy"].astype(float)))
     radius = {s: _radius(occupancy[s]) for s in nodes}
+    fig, ax = _map_axes(layout, pos, dx, dy, mode, scale, ax)
+    detours = {int(s) for s in detour_states}
+    node_patches, node_labels = _draw_states(ax, nodes, pos, radius, state_colors(len(states)), detours)
+    edge_patches, edge_paths = _draw_edges(ax, layout, pairs, extra, keys, p_exists, pos, radius, dx, dy)
+
+    # Display geometry (the aspect is applied first so transforms are final).
+    ax.apply_aspect()
+    renderer = fig.canvas.get_renderer()
+    polylines = {e: resample_polyline(ax.transData.transform(c)) for e, c in edge_paths.items()}
+    obstacles = []
+    for s in nodes:
+        c, r = _node_px(ax, pos[s], radius[s])
+        obstacles.append(np.array([c[0] - r, c[1] - r, c[0] + r, c[1] + r]))
+    bounds = ax.get_window_extent(renderer).extents
+
+    requests, texts = {}, {}
+    node_tags = _state_tags(ax, training_map, nodes, pos, radius, occupancy, detours, renderer, requests, texts)
+    edge_labels = {}
+    if mode != "none":
+        edge_labels = _edge_labels(ax, training_map, pairs + extra, keys, p_exists, mode, renderer, polylines,
+                                   requests, texts)
+    placed, failed = place_labels(requests, obstacles=obstacles, polylines=polylines, bounds=bounds, margin=2.5)
+    _move_labels(ax, requests, texts, placed)
+    legend = _legend_and_title(ax, p_exists, mode)
+    return {
+        "failed": failed,
+        "figure": fig,
+        "ax": ax,
+        "nodes": node_patches,
+        "edges": list(edge_patches.values()),
+        "edge_patches": edge_patches,
+        "edge_paths": edge_paths,
+        "node_labels": node_labels,
+        "node_tags": node_tags,
+        "edge_labels": edge_labels,
+        "keys": keys,
+        "label_mode": mode,
+        "layout": layout,
+        "legend": legend,
+    }
+
+
+def _map_axes(layout, pos, dx, dy, mode, scale, ax):
+    """The axes to draw on, limited to the layout plus a margin: ``ax`` or a new figure
+    sized to the drawing (1 data unit = 1 inch). Returns ``(figure, axes)``."""
     all_pts = list(pos.values()) + [np.array([x * dx, y * dy]) for r in layout.routes.values() for x, y in r]
     pts = np.array(all_pts) if all_pts else np.zeros((1, 2))
     margin_x = {"full": 1.25, "keys": 0.6, "none": 0.6}[mode] * max(scale, 1.0) ** 0.5
     margin_y = {"full": 1.0, "keys": 0.7, "none": 0.7}[mode]
     x0, x1 = pts[:, 0].min() - margin_x, pts[:, 0].max() + margin_x
     y0, y1 = pts[:, 1].min() - margin_y, pts[:, 1].max() + margin_y
-    own_figure = ax is None
-    if own_figure:
+    if ax is None:
         width, height = x1 - x0, y1 - y0
         top, bottom = 0.35, 0.55
         fig, ax = new_axes(figsize=(width, height + top + bottom))
         ax.set_position([0.0, bottom / (height + top + bottom), 1.0, height / (height + top + bottom)])
-    fig = ax.figure
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_aspect("equal", adjustable="box")
     ax.set_axis_off()
+    return ax.figure, ax
 
-    colors = state_colors(len(states))
-    detours = {int(s) for s in detour_states}
-    initial, final = set(training_map.initial_states), set(training_map.final_states)
+
+def _draw_states(ax, nodes, pos, radius, colors, detours):
+    """A numbered circle per state (detours ringed); returns ``(circles, numbers)`` by state."""
+    from matplotlib.patches import Circle
+
     node_patches, node_labels = {}, {}
     for s in nodes:
         circle = Circle(
@@ -247,6 +287,14 @@ def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_stat
         label = ax.text(*pos[s], f"{s}", ha="center", va="center", fontsize=11, fontweight="bold", zorder=4)
         label.set_gid(f"tm-state-{s}-label")
         node_labels[s] = label
+    return node_patches, node_labels
+
+
+def _draw_edges(ax, layout, pairs, extra, keys, p_exists, pos, radius, dx, dy):
+    """An arrow per edge along its routed curve; returns ``(patches, curves)`` by edge,
+    each curve an ``(n, 2)`` array in data coordinates."""
+    from matplotlib.patches import FancyArrowPatch
+    from matplotlib.path import Path
 
     edge_patches, edge_paths = {}, {}
     for e in pairs + extra:
@@ -274,21 +322,18 @@ def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_stat
         arrow.set_clip_on(False)
         ax.add_patch(arrow)
         edge_patches[e], edge_paths[e] = arrow, curve
+    return edge_patches, edge_paths
 
-    # Display geometry (the aspect is applied first so transforms are final).
-    ax.apply_aspect()
-    renderer = fig.canvas.get_renderer()
-    to_px = ax.transData.transform
-    px_per_in = fig.dpi
-    polylines = {e: resample_polyline(to_px(c)) for e, c in edge_paths.items()}
-    obstacles = []
-    for s in nodes:
-        c = to_px(pos[s])
-        r = radius[s] * px_per_in * _data_scale(ax)
-        obstacles.append(np.array([c[0] - r, c[1] - r, c[0] + r, c[1] + r]))
-    bounds = ax.get_window_extent(renderer).extents
 
-    requests, texts = {}, {}
+def _node_px(ax, center, radius: float):
+    """A state's centre ``(2,)`` and radius in display pixels."""
+    return ax.transData.transform(center), radius * ax.figure.dpi * _data_scale(ax)
+
+
+def _state_tags(ax, training_map, nodes, pos, radius, occupancy, detours, renderer, requests, texts):
+    """The occupancy/start/end tag of each state, with its candidate places around the
+    circle added to ``requests`` and ``texts``; returns the tags by state."""
+    initial, final = set(training_map.initial_states), set(training_map.final_states)
     node_tags = {}
     for s in nodes:
         tags = [f"{100 * occupancy[s]:.0f}%"] + [t for t, on in (("start", s in initial), ("end", s in final)) if on]
@@ -300,8 +345,7 @@ def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_stat
         text.set_gid(f"tm-state-{s}-tag")
         node_tags[s] = text
         w, h = _size(text, renderer)
-        c = to_px(pos[s])
-        r = radius[s] * px_per_in * _data_scale(ax)
+        c, r = _node_px(ax, pos[s], radius[s])
         gap = 3.0
         cands = []
         for i, (ux, uy) in enumerate([(0, -1), (0, 1), (1, -1), (-1, -1), (1, 1), (-1, 1), (1, 0), (-1, 0)]):
@@ -311,30 +355,38 @@ def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_stat
                 cands.append((cx, cy, i + extra_gap / 10))
         requests[("tag", s)] = LabelRequest((w, h), cands, owner=None)
         texts[("tag", s)] = text
+    return node_tags
 
+
+def _edge_labels(ax, training_map, drawn_edges, keys, p_exists, mode, renderer, polylines, requests, texts):
+    """The label of each drawn edge (its key, or the full text in ``"full"`` mode), with
+    candidate places along its curve added to ``requests`` and ``texts``; returns the
+    labels by edge."""
     edge_labels = {}
-    if mode != "none":
-        rows = {(int(r["source"]), int(r["target"])): r for _, r in training_map.edges.iterrows()}
-        for e in pairs + extra:
-            if mode == "keys":
-                body = keys[e]
-            elif e in rows:
-                body = edge_label_text(rows[e], keys[e], p_exists.get(e) if p_exists else None)
-            else:
-                body = f"{keys[e]} · P(edge)={p_exists[e]:.2f}\nposterior draws only"
-            posterior_only = e not in rows
-            text = ax.text(
-                0, 0, body, ha="center", va="center", fontsize=KEY_FONT if mode == "keys" else EDGE_FONT,
-                color="0.35" if posterior_only else "black", linespacing=1.15, zorder=6,
-                bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.6" if not posterior_only else "0.8", "alpha": 0.95},
-            )
-            text.set_gid(f"tm-edge-{keys[e]}-label")
-            edge_labels[e] = text
-            w, h = _size(text, renderer)
-            requests[("edge", e)] = LabelRequest((w, h), _edge_candidates(polylines[e], w, h), owner=e)
-            texts[("edge", e)] = text
+    rows = {(int(r["source"]), int(r["target"])): r for _, r in training_map.edges.iterrows()}
+    for e in drawn_edges:
+        if mode == "keys":
+            body = keys[e]
+        elif e in rows:
+            body = edge_label_text(rows[e], keys[e], p_exists.get(e) if p_exists else None)
+        else:
+            body = f"{keys[e]} · P(edge)={p_exists[e]:.2f}\nposterior draws only"
+        posterior_only = e not in rows
+        text = ax.text(
+            0, 0, body, ha="center", va="center", fontsize=KEY_FONT if mode == "keys" else EDGE_FONT,
+            color="0.35" if posterior_only else "black", linespacing=1.15, zorder=6,
+            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "0.6" if not posterior_only else "0.8", "alpha": 0.95},
+        )
+        text.set_gid(f"tm-edge-{keys[e]}-label")
+        edge_labels[e] = text
+        w, h = _size(text, renderer)
+        requests[("edge", e)] = LabelRequest((w, h), _edge_candidates(polylines[e], w, h), owner=e)
+        texts[("edge", e)] = text
+    return edge_labels
 
-    placed, failed = place_labels(requests, obstacles=obstacles, polylines=polylines, bounds=bounds, margin=2.5)
+
+def _move_labels(ax, requests, texts, placed) -> None:
+    """Move each label to the centre of its placed box (an unplaced one to its first candidate)."""
     inv = ax.transData.inverted()
     for key, text in texts.items():
         box = placed.get(key)
@@ -343,6 +395,11 @@ def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_stat
         else:
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         text.set_position(inv.transform((cx, cy)))
+
+
+def _legend_and_title(ax, p_exists, mode: str):
+    """Add the legend (below the map) and the title; returns the legend."""
+    from matplotlib.lines import Line2D
 
     handles = [
         Line2D([], [], marker="o", ls="", ms=10, mfc=NODE_COLOR, mec="white", label="state (area: share of checkpoints)"),
@@ -362,22 +419,7 @@ def _draw(training_map, layout, nodes, pairs, extra, keys, p_exists, detour_stat
     if mode == "keys":
         title += " (edge keys e1, e2, …: see the edge table)"
     ax.set_title(title, fontsize=10)
-    return {
-        "failed": failed,
-        "figure": fig,
-        "ax": ax,
-        "nodes": node_patches,
-        "edges": list(edge_patches.values()),
-        "edge_patches": edge_patches,
-        "edge_paths": edge_paths,
-        "node_labels": node_labels,
-        "node_tags": node_tags,
-        "edge_labels": edge_labels,
-        "keys": keys,
-        "label_mode": mode,
-        "layout": layout,
-        "legend": legend,
-    }
+    return legend
 
 
 def _data_scale(ax) -> float:

@@ -211,8 +211,6 @@ def map_layout(
     -------
     MapLayout
     """
-    import networkx as nx
-
     states = [int(s) for s in states]
     state_set = set(states)
     pairs = list(dict.fromkeys((int(a), int(b)) for a, b in edges if a != b and a in state_set and b in state_set))
@@ -221,17 +219,49 @@ def map_layout(
     order0 = sorted(states, key=lambda s: (arrival.get(s, np.inf), s))
     rank = {s: i for i, s in enumerate(order0)}
     back = _break_cycles(states, pairs, rank, weights)
+    oriented = {e: (e if e not in back else (e[1], e[0])) for e in pairs}
+    layer = _longest_path_layers(order0, oriented, rank)
+    items, chains, links = _layer_items(order0, pairs, oriented, layer)
+    n_layers = max(items) + 1 if items else 0
+    up = {i: [] for d in items for i in items[d]}
+    down = {i: [] for d in items for i in items[d]}
+    for d, ls in links.items():
+        for p, q in ls:
+            down[p].append(q)
+            up[q].append(p)
+    current = _order_layers(items, links, up, down, rank, n_layers, sweeps)
+    height = _layer_heights(current, up, down, n_layers)
+
+    positions = {s: (float(layer[s]), height[s]) for s in states}
+    routes, bow = _routes_and_bows(pairs, chains, back, height)
+    return MapLayout(positions, routes, back, {s: layer[s] for s in states}, bow)
+
+
+def _longest_path_layers(order0: list[int], oriented: dict, rank: dict[int, int]) -> dict[int, int]:
+    """Layer of each state: the longest path to it in the acyclic orientation
+    ``oriented`` (edge -> drawn direction), visiting ties in ``rank`` order."""
+    import networkx as nx
 
     dag = nx.DiGraph()
     dag.add_nodes_from(order0)
-    oriented = {e: (e if e not in back else (e[1], e[0])) for e in pairs}
     dag.add_edges_from(oriented.values())
     layer: dict[int, int] = {}
     for v in nx.lexicographical_topological_sort(dag, key=lambda s: rank[s]):
         preds = list(dag.predecessors(v))
         layer[v] = 1 + max(layer[u] for u in preds) if preds else 0
+    return layer
 
-    # Items per layer: states and bend points; links between adjacent layers.
+
+def _layer_items(order0, pairs, oriented, layer):
+    """Items per layer (states and the bend points of edges spanning several layers),
+    each edge's chain of items, and the links between adjacent layers.
+
+    Returns
+    -------
+    items : dict layer -> list of items
+    chains : dict (j, k) -> list of items from the drawn source to the drawn target
+    links : dict layer L -> list of (item in L, item in L + 1)
+    """
     items: dict[int, list] = {}
     for s in order0:
         items.setdefault(layer[s], []).append(s)
@@ -245,44 +275,49 @@ def map_layout(
         for d, (p, q) in zip(range(layer[u], layer[v]), zip(chain[:-1], chain[1:])):
             links.setdefault(d, []).append((p, q))
         chains[e] = chain
-    n_layers = max(items) + 1 if items else 0
-    up = {i: [] for d in items for i in items[d]}
-    down = {i: [] for d in items for i in items[d]}
-    for d, ls in links.items():
-        for p, q in ls:
-            down[p].append(q)
-            up[q].append(p)
+    return items, chains, links
 
-    def positions_of(order_by_layer):
-        return {item: i for d in order_by_layer for i, item in enumerate(order_by_layer[d])}
 
-    def total_crossings(order_by_layer):
-        pos = positions_of(order_by_layer)
-        return sum(_crossings(pos, ls) for ls in links.values())
+def _positions_of(order_by_layer) -> dict:
+    """Index of each item within its layer."""
+    return {item: i for d in order_by_layer for i, item in enumerate(order_by_layer[d])}
 
-    # Initial order: states by arrival, bend points by the rank of their edge's source.
-    def initial_key(item):
-        if isinstance(item, tuple):
-            e = item[1]
-            return ((rank[e[0]] + rank[e[1]]) / 2.0 + 0.25, rank[e[0]], rank[e[1]])
-        return (float(rank[item]), -1, -1)
 
-    current = {d: sorted(items[d], key=initial_key) for d in range(n_layers)}
-    best, best_cross = {d: list(v) for d, v in current.items()}, total_crossings(current)
+def _total_crossings(order_by_layer, links) -> int:
+    pos = _positions_of(order_by_layer)
+    return sum(_crossings(pos, ls) for ls in links.values())
+
+
+def _initial_key(item, rank: dict[int, int]) -> tuple:
+    """Initial order: states by arrival, bend points by the rank of their edge's source."""
+    if isinstance(item, tuple):
+        e = item[1]
+        return ((rank[e[0]] + rank[e[1]]) / 2.0 + 0.25, rank[e[0]], rank[e[1]])
+    return (float(rank[item]), -1, -1)
+
+
+def _order_layers(items, links, up, down, rank, n_layers: int, sweeps: int) -> dict[int, list]:
+    """Order within each layer by alternating barycentre sweeps; the order with the
+    fewest crossings seen is kept."""
+    current = {d: sorted(items[d], key=lambda item: _initial_key(item, rank)) for d in range(n_layers)}
+    best, best_cross = {d: list(v) for d, v in current.items()}, _total_crossings(current, links)
     for sweep in range(sweeps):
         downward = sweep % 2 == 0
         layer_seq = range(1, n_layers) if downward else range(n_layers - 2, -1, -1)
         for d in layer_seq:
-            ref = positions_of({d - 1: current[d - 1]} if downward else {d + 1: current[d + 1]})
+            ref = _positions_of({d - 1: current[d - 1]} if downward else {d + 1: current[d + 1]})
             old = {item: i for i, item in enumerate(current[d])}
             neighbours = up if downward else down
             current[d] = sorted(current[d], key=lambda item, ref=ref, old=old, nb=neighbours: _barycentre(item, nb, ref, old))
-        cross = total_crossings(current)
+        cross = _total_crossings(current, links)
         if cross < best_cross:
             best, best_cross = {d: list(v) for d, v in current.items()}, cross
-    current = best
+    return best
 
-    # Heights: order index 0 is the top; pull towards neighbours, keep the gaps.
+
+def _layer_heights(current, up, down, n_layers: int) -> dict:
+    """Height of each item: order index 0 is the top; pulled towards its neighbours
+    while keeping the gaps (isotonic fit)."""
     height: dict = {}
     for d in range(n_layers):
         gaps = _gaps(current[d])
@@ -300,8 +335,12 @@ def map_layout(
             y = _isotonic_heights(np.asarray(desired), _gaps(seq))
             for item, v in zip(seq, y):
                 height[item] = float(v)
+    return height
 
-    positions = {s: (float(layer[s]), height[s]) for s in states}
+
+def _routes_and_bows(pairs, chains, back, height):
+    """Bend points of the edges spanning several layers (in the edge's own direction)
+    and the bow of each unrouted 2-cycle edge."""
     routes: dict[tuple[int, int], list[tuple[float, float]]] = {}
     for e, chain in chains.items():
         bends = [(float(item[2]), height[item]) for item in chain[1:-1]]
@@ -314,7 +353,7 @@ def map_layout(
     for a, b in pairs:
         if (b, a) in pair_set and (a, b) not in routes and (b, a) not in routes:
             bow[(a, b)] = 0.22
-    return MapLayout(positions, routes, back, {s: layer[s] for s in states}, bow)
+    return routes, bow
 
 
 def _barycentre(item, neighbours: dict, ref: dict, old: dict) -> tuple[float, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayes_trainmap.report.canvas import new_axes, state_colors
 from bayes_trainmap.report.map_figure import DETOUR_COLOR, NODE_COLOR, plot_training_map
 from bayes_trainmap.report.map_layout import MapLayout, map_layout
 
@@ -31,17 +32,6 @@ __all__ = [
 ]
 
 
-def new_axes(figsize=(6.0, 4.0), ncols: int = 1):
-    """A fresh figure on an Agg canvas (no pyplot state) and its axes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=110)
-    FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    return fig, (axes[0] if ncols == 1 else axes)
-
-
 def save_figure(fig, directory: str | Path, name: str) -> dict[str, str]:
     """Save ``fig`` as ``<directory>/<name>.png`` and ``.svg``; return both paths."""
     directory = Path(directory)
@@ -52,14 +42,6 @@ def save_figure(fig, directory: str | Path, name: str) -> dict[str, str]:
         fig.savefig(path, bbox_inches="tight", **({"metadata": {"Date": None}} if ext == "svg" else {}))
         out[ext] = str(path)
     return out
-
-
-def state_colors(n_states: int) -> list:
-    """One distinct colour per state (tab10, then tab20)."""
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10" if n_states <= 10 else "tab20"]
-    return [cmap(k % cmap.N) for k in range(n_states)]
 
 
 def plot_selection_curves(curves: Mapping[str, pd.DataFrame], chosen: Mapping[str, int] | None = None, ax=None):

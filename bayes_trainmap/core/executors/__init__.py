@@ -73,6 +73,7 @@ def get_executor(name: str = "local", **options: Any) -> Executor:
             )
         return LocalExecutor(**options)
     if name == "ray":
+        # lazily: ray is an optional dependency (the `ray` extra)
         from bayes_trainmap.core.executors.ray_cluster import RayExecutor
 
         return RayExecutor(**options)
