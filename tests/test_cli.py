@@ -13,8 +13,9 @@ import pytest
 
 from bayes_trainmap import cli, data
 from bayes_trainmap.data import save_trajectories
+from bayes_trainmap.fitting.config import FitConfig
 
-FAST = ["--states", "1-3", "--restarts", "1"]
+FAST = ["--states", "1-3", "--n-restarts", "1"]
 
 
 def _run(capsys, *argv):
@@ -304,3 +305,29 @@ def test_misspelled_option_names_the_command_and_suggests(capsys):
     assert error == "error: unrecognized argument --mdoe; did you mean --mode?"
     status, _, stderr = _run(capsys, "report", "x", "--quiett")
     assert status == 2 and "did you mean --quiet?" in stderr
+
+
+def _same_json(a, b, path=""):
+    """Paths where parsed JSON values differ (numbers to 1e-9 relative: parallel sums differ in the last bits)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [f"{path}/{k}" for k in set(a) ^ set(b)] + [d for k in set(a) & set(b) for d in _same_json(a[k], b[k], f"{path}/{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        return [path] if len(a) != len(b) else [d for i, (x, y) in enumerate(zip(a, b)) for d in _same_json(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) or isinstance(b, float):
+        return [] if a is not None and b is not None and abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-300) else [path]
+    return [] if a == b else [path]
+
+
+def test_report_recomputes_the_analysis_fit_made_with_its_options(capsys, planted_dir, tmp_path):
+    """Issue 14: fit with --random-state 7, drop analysis.json, re-render: the same analysis (baselines included)."""
+    out = tmp_path / "fit"
+    status, _, _ = _run(capsys, "fit", "--data", planted_dir, *FAST, "--random-state", "7", "--out", out, "--quiet")
+    assert status == 0
+    written = json.loads((out / "analysis.json").read_text())
+    (out / "analysis.json").unlink()
+    assert _run(capsys, "report", out, "--quiet")[0] == 0
+    assert _same_json(written, json.loads((out / "analysis.json").read_text())) == []
+    assert written["baselines"]  # the random state matters here: the baselines are fitted from it
+    config = json.loads((out / "config.json").read_text())
+    assert FitConfig.from_dict(config["config"]).to_dict() == config["config"]  # config.json round-trips
+    assert config["config"]["random_state"] == 7 and config["analysis"]["random_state"] == 7

@@ -12,6 +12,7 @@ Layout (all files written together; the directory appears atomically)::
       zscore.json           z-scoring window, per-run means/stds, constant features
       summary.json          chosen K, BIC curve, occupancy, per-run state paths, ...
       analysis.json         training map, convergence, detour regression, ... (when analysed)
+      resampling.json       robustness section and interval summaries (when resampled)
       report.{md,html,json} the report (unless --no-report)
       posterior.nc          posterior draws, ArviZ netCDF (--mode svi)
       figures/              PNG and SVG figures
@@ -73,6 +74,9 @@ ZSCORE_FILE = "zscore.json"
 SUMMARY_FILE = "summary.json"
 FIGURES_DIR = "figures"
 ANALYSIS_FILE = "analysis.json"
+#: The resampling results (robustness section, interval summaries), kept apart from
+#: ``analysis.json`` so that re-analysing a fit directory does not lose them.
+RESAMPLING_FILE = "resampling.json"
 POSTERIOR_FILE = "posterior.nc"
 MANIFEST_FILE = "manifest.json"
 REPORT_FILES = {"md": "report.md", "html": "report.html", "json": "report.json"}
@@ -198,6 +202,7 @@ def write_fit_dir(
     selection_table: pd.DataFrame,
     selection_curve: pd.DataFrame,
     analysis: dict[str, Any] | None = None,
+    resampling: dict[str, Any] | None = None,
     extras: Sequence[Callable[[Path], None]] = (),
 ) -> Path:
     """Write a fit directory atomically; return ``out``.
@@ -230,6 +235,8 @@ def write_fit_dir(
         write_json(tmp / CONFIG_FILE, config)
         if analysis is not None:
             write_json(tmp / ANALYSIS_FILE, analysis)
+        if resampling is not None:
+            write_json(tmp / RESAMPLING_FILE, resampling)
         update_manifest(tmp)  # the extras may open the staging directory as a fit directory
         for extra in extras:
             extra(tmp)
@@ -352,6 +359,12 @@ class FitDirectory:
         """``analysis.json``, or None when the analysis did not run."""
         path = self.path / ANALYSIS_FILE
         return read_json(path) if path.is_file() else None
+
+    @functools.cached_property
+    def resampling(self) -> dict[str, Any]:
+        """``resampling.json``: ``{"robustness": ..., "uncertainty": ...}`` (empty without resampling)."""
+        path = self.path / RESAMPLING_FILE
+        return read_json(path) if path.is_file() else {}
 
     def fitted_runs(self) -> FittedRuns:
         """The decoded runs of the fit, as the pipeline produced them."""

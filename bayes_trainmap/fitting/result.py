@@ -169,8 +169,15 @@ class FitResult:
             selection_table=self.selection.table,
             selection_curve=self.selection.curve,
             analysis=self.analysis.to_dict() if self.analysis is not None else None,
+            resampling=self._resampling_record(),
             extras=extras,
         )
+
+    def _resampling_record(self) -> dict[str, Any] | None:
+        """What ``resampling.json`` keeps so that re-analysing the directory does not lose it."""
+        if self.analysis is None or (self.analysis.robustness is None and self.analysis.uncertainty is None):
+            return None
+        return {"robustness": self.analysis.robustness, "uncertainty": self.analysis.uncertainty}
 
     def _plot_selection_curve(self, directory: Path) -> None:
         """BIC against K (the paper's appendix-H curve) as ``figures/selection_curve.png/svg``."""

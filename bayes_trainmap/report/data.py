@@ -108,7 +108,8 @@ def load_analysis(fit_dir, *, recompute: bool = False) -> Analysis:
     Read from ``analysis.json``; if it is missing (or ``recompute``), computed by the
     same :func:`~bayes_trainmap.analysis.analyze` call as ``fit`` made, from the
     directory's model and :class:`~bayes_trainmap.data.fitted.FittedRuns` with the
-    recorded analysis options. Nothing is written.
+    recorded analysis options, with the robustness section and interval summaries of
+    ``resampling.json``. Nothing is written.
     """
     fd = load_fit_dir(fit_dir)
     stored = None if recompute else fd.analysis
@@ -117,7 +118,10 @@ def load_analysis(fit_dir, *, recompute: bool = False) -> Analysis:
             return Analysis.from_dict(stored)
         except (KeyError, TypeError, ValueError) as exc:
             raise FitDirectoryError(f"'{fd.path / ANALYSIS_FILE}' is not a valid analysis file: {exc}") from exc
-    return analyze(fd.params, fd.fitted_runs(), analysis_options(fd))
+    analysis = analyze(fd.params, fd.fitted_runs(), analysis_options(fd))
+    analysis.robustness = fd.resampling.get("robustness")
+    analysis.uncertainty = fd.resampling.get("uncertainty")
+    return analysis
 
 
 # ----------------------------------------------------------------------------------
