@@ -7,7 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.core.errors import BayesTrainmapError, TaskError, TrajectoryError
+from bayes_trainmap.core.runlog import check_run_id
 from bayes_trainmap.core.schema import (
     EPOCH_COLUMN,
     RUN_COLUMN,
@@ -52,6 +53,29 @@ def scalar_outcomes(metrics: Mapping[str, Any], names=None, rename: Mapping[str,
         if math.isfinite(float(value)):
             out[name] = float(value)
     return out
+
+
+def recording_setup(
+    callback, loop: str, out, every, run, seed, metadata, outcomes, selection, monitor, normalization, stop_if_stuck
+) -> "Monitoring":
+    """Check and store a callback's recording options (shared by the Lightning and HF callbacks).
+
+    Sets ``run, out, every, seed, metadata, outcomes, selection, recorder`` on ``callback``
+    and returns its :class:`Monitoring`.
+    """
+    if not isinstance(every, int) or every < 1:
+        raise TaskError(f"every must be a positive integer, got {every!r}")
+    callback.run = str(run) if run is not None else f"seed-{int(seed)}"
+    try:
+        check_run_id(callback.run)
+    except TrajectoryError as exc:
+        raise TaskError(str(exc)) from None
+    callback.out, callback.every, callback.seed = out, every, int(seed)
+    callback.metadata = {"loop": loop, **dict(metadata or {})}
+    callback.outcomes = None if outcomes is None else set(outcomes)
+    callback.selection = selection
+    callback.recorder = None
+    return Monitoring(monitor, normalization, stop_if_stuck)
 
 
 class Monitoring:

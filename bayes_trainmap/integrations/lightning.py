@@ -31,9 +31,7 @@ except ImportError:  # pragma: no cover - the standalone package
             'the Lightning callback needs PyTorch Lightning: pip install "bayes_trainmap[lightning]"'
         ) from exc
 
-from bayes_trainmap.core.errors import TaskError, TrajectoryError
-from bayes_trainmap.core.runlog import check_run_id
-from bayes_trainmap.integrations._monitoring import Monitoring, scalar_outcomes
+from bayes_trainmap.integrations._monitoring import recording_setup, scalar_outcomes
 from bayes_trainmap.tasks.recorder import TrajectoryRecorder
 
 __all__ = ["TrainMapCallback"]
@@ -81,19 +79,9 @@ class TrainMapCallback(Callback):
         normalization: str = "blend",
         stop_if_stuck: float | None = None,
     ):
-        if not isinstance(every, int) or every < 1:
-            raise TaskError(f"every must be a positive integer, got {every!r}")
-        self.run = str(run) if run is not None else f"seed-{int(seed)}"
-        try:
-            check_run_id(self.run)
-        except TrajectoryError as exc:
-            raise TaskError(str(exc)) from None
-        self.out, self.every, self.seed = out, every, int(seed)
-        self.metadata = {"loop": "lightning", **dict(metadata or {})}
-        self.outcomes = None if outcomes is None else set(outcomes)
-        self.selection = selection
-        self.monitoring = Monitoring(monitor, normalization, stop_if_stuck)
-        self.recorder = None
+        self.monitoring = recording_setup(
+            self, "lightning", out, every, run, seed, metadata, outcomes, selection, monitor, normalization, stop_if_stuck
+        )
 
     @property
     def status(self):
