@@ -319,8 +319,9 @@ def order_states(params: HMMParams, runs: FittedRuns) -> HMMParams:
         path = paths[a:b]
         states, where = np.unique(path, return_index=True)
         first[i, states] = where / max(b - a - 1, 1)
-    visited = np.isfinite(first).any(axis=0)
-    key = np.where(visited, np.nanmean(np.where(np.isfinite(first), first, np.nan), axis=0, where=np.isfinite(first)), np.inf)
+    visits = np.isfinite(first)
+    key = np.full(k, np.inf)  # unvisited states last
+    key[visits.any(axis=0)] = np.nanmean(first[:, visits.any(axis=0)], axis=0)
     occupancy = np.bincount(paths, minlength=k)
     order = np.lexsort((-occupancy, key))
     return params.permute(order) if not np.array_equal(order, np.arange(k)) else params
