@@ -11,6 +11,8 @@ import pytest
 
 from bayes_trainmap import data
 from bayes_trainmap.core import storage
+from bayes_trainmap.core.errors import TrajectoryError
+from bayes_trainmap.core.schema import PARQUET_METADATA_KEY, STATISTIC_NAMES
 from bayes_trainmap.data import (
     TrajectorySet,
     import_paper_csvs,
@@ -20,8 +22,6 @@ from bayes_trainmap.data import (
     validate,
     zscore_per_run,
 )
-from bayes_trainmap.core.errors import TrajectoryError
-from bayes_trainmap.core.schema import PARQUET_METADATA_KEY, STATISTIC_NAMES
 
 
 def _assert_same_set(a: TrajectorySet, b: TrajectorySet) -> None:
@@ -292,3 +292,73 @@ def test_per_run_metadata_that_differs_is_kept_per_run(tmp_path, ragged_set):
     loaded = load_trajectories(tmp_path / "traj")
     assert loaded.metadata["task"] == "toy" and "diverged" not in loaded.metadata
     assert loaded.metadata["run_metadata"] == {"run_0": {}, "run_1": {}, "run_2": {"diverged": True}, "run_3": {}}
+
+
+# ------------------------------------------------------------ hostile inputs (issue 13)
+def test_loader_refuses_ambiguous_directories(tmp_path, ragged_set):
+    """Each class of input that used to load silently wrong gets one clear error."""
+    from bayes_trainmap.core.errors import TrajectoryError
+
+    runs = tmp_path / "runs"
+    files = save_trajectories(ragged_set, runs)
+    # the same run in two files (a copy): refused, never merged into one run
+    copy = runs / "copy.parquet"
+    copy.write_bytes(files[0].read_bytes())
+    with pytest.raises(TrajectoryError, match=r"run 'run_0' is in two files"):
+        load_trajectories(runs)
+    copy.unlink()
+    # a link to a run file: the same file read twice
+    (runs / "link.parquet").symlink_to(files[0])
+    with pytest.raises(TrajectoryError, match="a link to the same file"):
+        load_trajectories(runs)
+    (runs / "link.parquet").unlink()
+    # Parquet and CSV run files side by side: refused, not "the Parquet files only"
+    ragged_set.frame.iloc[:5].to_csv(runs / "extra.csv", index=False)
+    with pytest.raises(TrajectoryError, match=r"mixes Parquet \(4\) and CSV \(1\)"):
+        load_trajectories(runs)
+    (runs / "extra.csv").unlink()
+    assert load_trajectories(runs).n_runs == ragged_set.n_runs  # the clean directory still loads
+
+
+def test_loader_refuses_malformed_csv_and_fit_directories(tmp_path, ragged_set, planted_set):
+    from bayes_trainmap.core.errors import TrajectoryError
+    from bayes_trainmap.fitting.pipeline import fit
+
+    frame = ragged_set.frame
+    dup = tmp_path / "dup.csv"
+    dup.write_text(",".join([*frame.columns, "l1"]) + "\n" + "\n".join(",".join(map(str, [*r, r[3]])) for r in frame.values[:3]))
+    with pytest.raises(TrajectoryError, match=r"repeats the column\(s\) \['l1'\]"):
+        load_trajectories(dup)
+    semi = tmp_path / "semi.csv"
+    frame.to_csv(semi, sep=";", index=False)
+    with pytest.raises(TrajectoryError, match="looks ';'-separated"):
+        load_trajectories(semi)
+    out = fit(planted_set, states=2, n_restarts=1, progress=False, analyze=False, bootstrap=0).save(
+        tmp_path / "fit", report=False
+    )
+    with pytest.raises(TrajectoryError, match="is a fit directory"):
+        load_trajectories(out)
+
+
+def test_huge_values_are_standardised_or_refused_never_zeroed():
+    from bayes_trainmap.core.errors import TrajectoryError
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    Z_small, _ = zscore_per_run(x, np.array([40]))
+    Z_huge, info = zscore_per_run(x * 1e300, np.array([40]))  # squares overflow; the spread does not
+    np.testing.assert_allclose(Z_huge, Z_small, rtol=1e-12, atol=1e-12)
+    assert not info.constant.any()
+    with pytest.raises(TrajectoryError, match="too large to standardise"):
+        zscore_per_run(np.array([[1.7e308, 0.0], [1.7e308, 1.0]]), np.array([2]), feature_names=["l1", "l2"])
+
+
+def test_absent_paper_statistics_are_named_in_the_fit_warnings(planted_set):
+    from bayes_trainmap.fitting.pipeline import fit
+
+    assert planted_set.absent_statistics()[:2] == ["mean_w", "median_w"] and len(planted_set.absent_statistics()) == 11
+    result = fit(planted_set, states=2, n_restarts=1, progress=False, analyze=False, bootstrap=0)
+    [note] = [w for w in result.summary()["warnings"] if "absent" in w]
+    assert note.startswith("11 of the paper's 14 statistics are absent") and "spectral" in note
+    explicit = fit(planted_set, states=2, n_restarts=1, progress=False, analyze=False, bootstrap=0, features=["l1", "l2"])
+    assert not any("absent" in w for w in explicit.summary()["warnings"])  # features chosen: nothing to say

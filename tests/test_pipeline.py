@@ -185,7 +185,8 @@ def test_analysis_runs_and_is_written(planted_set, tmp_path):
 def test_k_at_the_top_of_the_search_range_warns_in_summary_and_report(planted_set, tmp_path, caplog):
     # The planted K is 3: searching 1..2, BIC is still falling at K = 2.
     with caplog.at_level("WARNING"):
-        result = pipeline.fit(planted_set, states="1-2", n_restarts=1, progress=False, threshold=0.9)
+        result = pipeline.fit(planted_set, states="1-2", n_restarts=1, progress=False, threshold=0.9,
+                              features=["l1", "l2", "code_sparsity"])  # named: no absent-statistics note
     assert result.n_states == 2
     bic = result.selection.curve.set_index("n_states")["bic"]
     assert bic[2] < bic[1]
@@ -201,7 +202,8 @@ def test_k_at_the_top_of_the_search_range_warns_in_summary_and_report(planted_se
     report = json.loads((out / "report.json").read_text())
     assert summary["warnings"][0] in report["warnings"]
     # A K inside the range gives no such warning.
-    inside = pipeline.fit(planted_set, states="2-4", n_restarts=1, progress=False, analyze=False)
+    inside = pipeline.fit(planted_set, states="2-4", n_restarts=1, progress=False, analyze=False,
+                          features=["l1", "l2", "code_sparsity"])
     assert inside.n_states == 3 and inside.summary()["warnings"] == []
 
 

@@ -7,6 +7,7 @@ file, or a directory of the paper authors' per-run CSVs (:func:`import_paper_csv
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -57,9 +58,22 @@ def _read_parquet(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return table.to_pandas(), metadata
 
 
+def _csv_header(path: Path) -> list[str]:
+    """The header row of a CSV file, read as written (pandas renames duplicates to ``x.1``)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        return next(csv.reader(handle), [])
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise TrajectoryError(f"file '{path}' is empty; expected a CSV header and one row per checkpoint")
+    header = _csv_header(path)
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise TrajectoryError(f"CSV file '{path}' repeats the column(s) {duplicated} in its header; keep one of each")
+    if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+        sep = next(s for s in ";\t|" if s in header[0])
+        raise TrajectoryError(f"CSV file '{path}' looks {sep!r}-separated; expected comma-separated values")
     try:
         frame = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -144,6 +158,36 @@ def _in_progress_logs(directory: Path, parquet_files: list[Path]) -> list[Path]:
     return logs
 
 
+def _refuse_non_trajectory_dir(path: Path) -> None:
+    """A fit directory, or a directory mixing Parquet and CSV runs, is not a trajectory set."""
+    if (path / "config.json").is_file() and (path / "decoded.parquet").is_file():
+        raise TrajectoryError(
+            f"'{path}' is a fit directory written by fit, not trajectories; pass --data the runs it was fitted "
+            "on, or re-render it with 'python -m bayes_trainmap report'"
+        )
+    n_parquet, n_csv = len(_visible_files(path, ".parquet")), len(_visible_files(path, ".csv"))
+    if n_parquet and n_csv:
+        raise TrajectoryError(
+            f"directory '{path}' mixes Parquet ({n_parquet}) and CSV ({n_csv}) run files; "
+            "keep one format per directory"
+        )
+
+
+def _check_one_file_per_run(frames: list[pd.DataFrame], files: list[Path]) -> None:
+    """Two files holding the same run id are an error, not one merged run."""
+    owner: dict[str, Path] = {}
+    for frame, file in zip(frames, files):
+        for run in frame[RUN_COLUMN].astype(str).unique():
+            if run in owner and owner[run].resolve() != file.resolve():
+                raise TrajectoryError(
+                    f"run '{run}' is in two files, '{owner[run].name}' and '{file.name}'; "
+                    "each run must be in one file (a copy or a link of a run file?)"
+                )
+            if run in owner:
+                raise TrajectoryError(f"run '{run}' is read twice from '{file}' (a link to the same file?)")
+            owner[run] = file
+
+
 def load_trajectories(path: str | os.PathLike) -> TrajectorySet:
     """Load a trajectory set from disk.
 
@@ -176,6 +220,7 @@ def load_trajectories(path: str | os.PathLike) -> TrajectorySet:
     if not path.exists():
         raise FileNotFoundError(f"trajectory data not found: '{path}' does not exist")
     if path.is_dir():
+        _refuse_non_trajectory_dir(path)
         parquet_files = _visible_files(path, ".parquet")
         log_files = _in_progress_logs(path, parquet_files)
         if parquet_files or log_files:
@@ -193,6 +238,7 @@ def load_trajectories(path: str | os.PathLike) -> TrajectorySet:
                 metas.append(meta)
             if not frames:
                 raise TrajectoryError(f"directory '{path}' holds only run logs with no checkpoint yet")
+            _check_one_file_per_run(frames, [p for p in parquet_files if p.stem not in stale] + log_files)
             metadata = {**_merge_run_metadata(frames, metas), "source_path": str(path)}
             return TrajectorySet(_fill_seeds(pd.concat(frames, ignore_index=True)), metadata)
         if _visible_files(path, ".csv"):
@@ -245,6 +291,7 @@ def import_paper_csvs(path: str | os.PathLike) -> TrajectorySet:
         if RUN_COLUMN not in frame.columns:
             frame = _single_run_frame(frame, file.stem, _seed_from_name(file.stem, index))
         frames.append(frame)
+    _check_one_file_per_run(frames, files)
     combined = _fill_seeds(pd.concat(frames, ignore_index=True))
     return TrajectorySet(combined, {"source": "csv", "source_path": str(path)})
 

@@ -162,6 +162,17 @@ def _check_lengths(lengths: np.ndarray, n: int) -> np.ndarray:
     return lengths.astype(np.int64)
 
 
+def _mean_std(head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and (population) standard deviations of ``head`` (t, d), without
+    overflow: deviations are scaled by their largest magnitude before squaring, so values
+    near 1e300 give their true spread instead of an infinite one."""
+    mean = head.mean(axis=0)
+    dev = head - mean
+    scale = np.max(np.abs(dev), axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    return mean, scale * np.sqrt(np.mean((dev / scale) ** 2, axis=0))
+
+
 def zscore_per_run(
     X: np.ndarray,
     lengths: np.ndarray,
@@ -214,8 +225,13 @@ def zscore_per_run(
     for i, length in enumerate(lengths):
         run = X[start : start + length]
         head = run[: min(length, window)]
-        mean = head.mean(axis=0)
-        std = head.std(axis=0)
+        mean, std = _mean_std(head)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            j = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
+            raise TrajectoryError(
+                f"feature '{names[j]}' in run '{runs[i]}' is too large to standardise "
+                f"(|value| up to {np.max(np.abs(head[:, j])):.3g}); rescale it"
+            )
         flat = (std == 0) | (std <= CONSTANT_RTOL * np.abs(mean))
         safe_std = np.where(flat, 1.0, std)
         Z[start : start + length] = np.where(flat, 0.0, (run - mean) / safe_std)

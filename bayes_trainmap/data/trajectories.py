@@ -133,6 +133,10 @@ class TrajectorySet:
         mask = self._frame[RUN_COLUMN].isin(wanted).to_numpy()
         return TrajectorySet(self._frame.loc[mask], self.metadata)
 
+    def absent_statistics(self) -> list[str]:
+        """The paper's statistics (:data:`STATISTIC_NAMES`) that no run of this set has."""
+        return [s for s in STATISTIC_NAMES if s not in self._frame.columns]
+
     def resolve_features(self, features: Sequence[str] | None = None) -> list[str]:
         """Feature names to model: ``features`` checked against the frame, or by
         default the weight statistics present.

@@ -66,7 +66,7 @@ def fit(
     config = FitConfig.from_options(config, **options)
     prepared = steps.prepare(ts, config)
     selection = steps.select(prepared, config, executor=executor, progress=progress)
-    warnings_ = steps.selection_warnings(prepared, selection, config)
+    warnings_ = steps.data_warnings(prepared, config) + steps.selection_warnings(prepared, selection, config)
     params, bayesian = steps.refine(prepared, selection, config, progress=progress)
     resampled = steps.resample(prepared, params, config, progress=progress) if analyze else steps.Resampled(None, None, {"n_bags": 0})
     runs = steps.decode(params, prepared.runs)

@@ -28,6 +28,7 @@ from bayes_trainmap.core.errors import (
     TrajectoryError,
 )
 from bayes_trainmap.core.executors import Executor
+from bayes_trainmap.core.schema import STATISTIC_NAMES
 from bayes_trainmap.data import (
     TrajectorySet,
     ZScoreInfo,
@@ -290,6 +291,17 @@ def select(
         feature_names=list(prepared.runs.features),
         executor=executor,
     )
+
+
+def data_warnings(prepared: Prepared, config: FitConfig) -> list[str]:
+    """What the reader should know about the data modelled: the paper's statistics it lacks."""
+    absent = prepared.trajectories.absent_statistics() if config.features is None else []
+    if not absent:
+        return []
+    return [
+        f"{len(absent)} of the paper's {len(STATISTIC_NAMES)} statistics are absent from the data "
+        f"({', '.join(absent)}); the model uses the {len(prepared.runs.features)} present"
+    ]
 
 
 def selection_warnings(prepared: Prepared, selection: SelectionResult, config: FitConfig) -> list[str]:
