@@ -166,11 +166,12 @@ def _mean_std(head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column means and (population) standard deviations of ``head`` (t, d), without
     overflow: deviations are scaled by their largest magnitude before squaring, so values
     near 1e300 give their true spread instead of an infinite one."""
-    mean = head.mean(axis=0)
-    dev = head - mean
-    scale = np.max(np.abs(dev), axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    return mean, scale * np.sqrt(np.mean((dev / scale) ** 2, axis=0))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported by the caller
+        mean = head.mean(axis=0)
+        dev = head - mean
+        scale = np.max(np.abs(dev), axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        return mean, scale * np.sqrt(np.mean((dev / scale) ** 2, axis=0))
 
 
 def zscore_per_run(
