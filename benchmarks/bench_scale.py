@@ -24,7 +24,11 @@ import numpy as np
 from bayes_trainmap.data.simulate import simulate_training_runs
 from bayes_trainmap.fitting.pipeline import fit
 n_runs, n_checkpoints = int(sys.argv[1]), int(sys.argv[2])
-sim = simulate_training_runs(n_runs, n_checkpoints=n_checkpoints, random_state=0)
+scale = n_checkpoints / 200  # the planted path's dwell times scale with the run length
+sim = simulate_training_runs(
+    n_runs, n_checkpoints=n_checkpoints, path_dwell=tuple(max(2, int(d * scale)) for d in (30, 40, 30)),
+    delay=max(2, int(40 * scale)), random_state=0,
+)
 t0 = time.perf_counter()
 result = fit(sim.trajectories, n_restarts=2, progress=False, bootstrap=0, k_resamples=0)
 seconds = time.perf_counter() - t0
