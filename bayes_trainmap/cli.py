@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import logging
 import sys
@@ -261,29 +262,11 @@ def _default_out(args: argparse.Namespace, ts) -> Path:
 
 
 def _fit_config(args: argparse.Namespace) -> FitConfig:
-    bayes = {k: getattr(args, k, None) for k in BAYES_OPTION_NAMES if getattr(args, k, None) is not None}
-    return FitConfig(
-        mode=args.mode,
-        states=args.states,
-        n_restarts=args.n_restarts,
-        covariance_type=args.covariance_type,
-        features=tuple(_features_arg(args.features)) if args.features else None,
-        device=args.device,
-        random_state=args.random_state,
-        val_fraction=args.val_fraction,
-        window=args.window,
-        n_iter=args.n_iter,
-        tol=args.tol,
-        outcome=args.outcome,
-        threshold=args.threshold,
-        task=args.task,
-        outcome_direction=args.outcome_direction,
-        bayes_options=bayes,
-        intervals=args.intervals,
-        bootstrap=args.bootstrap,
-        k_resamples=args.k_resamples,
-        interval=args.interval,
-    )
+    """The :class:`FitConfig` of the parsed ``fit`` options: every flag is named after its field."""
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitConfig) if hasattr(args, f.name)}
+    options["features"] = tuple(_features_arg(args.features)) if args.features else None
+    options["bayes_options"] = {k: getattr(args, k) for k in BAYES_OPTION_NAMES if getattr(args, k, None) is not None}
+    return FitConfig(**options)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:

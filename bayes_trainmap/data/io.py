@@ -30,6 +30,7 @@ from bayes_trainmap.core.schema import (
     SEED_COLUMN,
     STEP_COLUMN,
 )
+from bayes_trainmap.data.fitdir import CONFIG_FILE, DECODED_FILE
 from bayes_trainmap.data.trajectories import (
     TrajectorySet,
     _natural_key,
@@ -160,7 +161,7 @@ def _in_progress_logs(directory: Path, parquet_files: list[Path]) -> list[Path]:
 
 def _refuse_non_trajectory_dir(path: Path) -> None:
     """A fit directory, or a directory mixing Parquet and CSV runs, is not a trajectory set."""
-    if (path / "config.json").is_file() and (path / "decoded.parquet").is_file():
+    if (path / CONFIG_FILE).is_file() and (path / DECODED_FILE).is_file():  # manifest or not (0.1 fits too)
         raise TrajectoryError(
             f"'{path}' is a fit directory written by fit, not trajectories; pass --data the runs it was fitted "
             "on, or re-render it with 'python -m bayes_trainmap report'"

@@ -49,11 +49,12 @@ from bayes_trainmap.analysis.detours import occupancy as occupancy_fractions
 from bayes_trainmap.analysis.identifiability import occupancy_design
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.storage import to_jsonable
+from bayes_trainmap.data.fitdir import POSTERIOR_FILE
+from bayes_trainmap.fitting.config import BAYESIAN_MODES
 from bayes_trainmap.inference.emissions import gaussian_log_likelihood
 from bayes_trainmap.inference.forward_backward import sample_paths, viterbi
 
 __all__ = [
-    "MODES",
     "DEFAULT_DRAWS",
     "DEFAULT_STEPS",
     "DEFAULT_LR",
@@ -64,18 +65,15 @@ __all__ = [
     "summarize",
     "to_inference_data",
     "fit_bayesian",
-    "POSTERIOR_FILENAME",
 ]
 
 logger = logging.getLogger(__name__)
 
-MODES = ("map", "svi")
 DEFAULT_DRAWS = 200
 #: Maximum optimisation steps (L-BFGS iterations for MAP) and Adam learning rates
 #: (SVI; MAP uses it only with optimizer="adam") per mode: the CLI defaults.
 DEFAULT_STEPS = {"map": 500, "svi": 3000}
 DEFAULT_LR = {"map": 0.02, "svi": 0.01}
-POSTERIOR_FILENAME = "posterior.nc"
 
 
 # ---------------------------------------------------------------------------
@@ -506,7 +504,7 @@ class BayesianResult:
         """
         if self.draws is None:
             return None
-        path = Path(fit_dir) / POSTERIOR_FILENAME
+        path = Path(fit_dir) / POSTERIOR_FILE
         self.inference_data().to_netcdf(str(path))
         return path
 
@@ -569,8 +567,8 @@ def fit_bayesian(
     # lazily: the Bayesian engine imports pyro, which MLE fits do not need
     from bayes_trainmap.inference.bayes_fit import fit_map, fit_svi
 
-    if mode not in MODES:
-        raise BayesTrainmapError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in BAYESIAN_MODES:
+        raise BayesTrainmapError(f"mode must be one of {BAYESIAN_MODES}, got {mode!r}")
     if draws < 1:
         raise BayesTrainmapError(f"draws must be >= 1, got {draws!r}")
     steps = DEFAULT_STEPS[mode] if steps is None else int(steps)

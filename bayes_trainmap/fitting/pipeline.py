@@ -68,12 +68,12 @@ def fit(
     selection = steps.select(prepared, config, executor=executor, progress=progress)
     warnings_ = steps.data_warnings(prepared, config) + steps.selection_warnings(prepared, selection, config)
     params, bayesian = steps.refine(prepared, selection, config, progress=progress)
-    resampled = steps.resample(prepared, params, config, progress=progress) if analyze else steps.Resampled(None, None, {"n_bags": 0})
+    resampled = steps.resample(prepared, params, config, progress=progress) if analyze else steps.NO_RESAMPLING
     runs = steps.decode(params, prepared.runs)
     analysis_options = prepared.analysis_options(config) if analyze else None
     uncertainty = resampled.uncertainty or (bayesian.uncertainty if bayesian is not None else None)
     analysis = steps.analyse(params, runs, analysis_options, uncertainty, resampled.robustness)
-    return FitResult(config, prepared, selection, params, runs, analysis, bayesian, warnings_, resampled.settings)
+    return FitResult(config, prepared, selection, params, runs, analysis, bayesian, warnings_, dict(resampled.settings))
 
 
 def write_fit_dir(

@@ -383,13 +383,17 @@ class Resampled:
     settings: dict[str, Any]
 
 
+#: What :func:`resample` gives when there is nothing to resample (no outcome, ``bootstrap=0``).
+NO_RESAMPLING = Resampled(None, None, {"n_bags": 0})
+
+
 def resample(prepared: Prepared, params: HMMParams, config: FitConfig, *, progress: bool = True) -> Resampled:
     """Refit on resamples of the runs (the exchangeable units): the share of fits that
     reproduce each edge, fork and detour, the K chosen on resamples of the selection,
     and, in the Bayesian modes with ``intervals="bagged"``, BayesBag intervals
     (:func:`bayes_trainmap.fitting.robustness.seed_uncertainty`)."""
     if prepared.outcome is None or config.bootstrap == 0:
-        return Resampled(None, None, {"n_bags": 0})
+        return NO_RESAMPLING
     k_selection = None
     if config.k_resamples > 0 and len(prepared.states) > 1:
         Z_train, len_train = prepared.runs.rows_in(SPLIT_TRAIN)

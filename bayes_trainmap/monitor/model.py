@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayes_trainmap.data.fitdir import FitDirectory
+from bayes_trainmap.data.fitdir import POSTERIOR_FILE, FitDirectory
 from bayes_trainmap.monitor.forecast import (
     Hazards,
     estimate_hazards,
@@ -30,7 +30,6 @@ __all__ = ["MapModel", "load_map_model"]
 
 logger = logging.getLogger(__name__)
 
-POSTERIOR_FILE = "posterior.nc"
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any, Sequence
 
-from bayes_trainmap.data.fitdir import load_fit_dir
+from bayes_trainmap.data.fitdir import REPORT_FILES, load_fit_dir
 from bayes_trainmap.report.data import build_report
 from bayes_trainmap.report.robustness import (
     robustness_sentence,
@@ -42,7 +42,7 @@ def render_terminal(fit_dir, *, width: int | None = None) -> str:
     if width is None:
         width = max(120, shutil.get_terminal_size((120, 40)).columns)
     fd = load_fit_dir(fit_dir)
-    path = fd.path / "report.json"
+    path = fd.path / REPORT_FILES["json"]
     report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else build_report(fd.path)
     t = report_tables(report)
     console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
