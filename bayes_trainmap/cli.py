@@ -13,31 +13,22 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import functools
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.executors import add_executor_arguments, executor_from_args
 from bayes_trainmap.core.version import __version__
-from bayes_trainmap.data.demos import available_demos
-from bayes_trainmap.fitting.bayesian import DEFAULT_DRAWS, DEFAULT_LR, DEFAULT_STEPS
-from bayes_trainmap.fitting.config import (
-    BAYES_OPTION_NAMES,
-    MODES,
-    OUTCOME_DIRECTIONS,
-    FitConfig,
-)
-from bayes_trainmap.fitting.robustness import INTERVAL_METHODS
-from bayes_trainmap.inference.guides import GUIDES
-from bayes_trainmap.inference.params import COVARIANCE_TYPES
+
+if TYPE_CHECKING:
+    from bayes_trainmap.fitting.config import FitConfig
 
 __all__ = ["build_parser", "main"]
-
-#: The defaults every ``fit`` option shows in ``--help``.
-DEFAULTS = FitConfig()
 
 #: Exit status for bad input or configuration (argparse uses the same).
 EXIT_USAGE = 2
@@ -45,9 +36,6 @@ EXIT_INTERRUPTED = 130
 
 #: Packages whose ValueError subclasses describe bad input, not bugs.
 _USER_ERROR_PACKAGES = ("bayes_trainmap", "inference", "tasks")
-
-_DELEGATED = ("collect", "tasks")
-
 
 def _is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, (BayesTrainmapError, OSError)):
@@ -74,6 +62,13 @@ def _features_arg(values: list[str]) -> list[str]:
 
 def _add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
     """The Bayesian modes' options and the resampling options of every mode."""
+    # lazily: the defaults live in the fitting layer and the engine (torch, pyro), which only `fit` needs
+    from bayes_trainmap.fitting.bayesian import DEFAULT_DRAWS, DEFAULT_LR, DEFAULT_STEPS
+    from bayes_trainmap.fitting.config import FitConfig
+    from bayes_trainmap.fitting.robustness import INTERVAL_METHODS
+    from bayes_trainmap.inference.guides import GUIDES
+
+    DEFAULTS = FitConfig()
     bayes = parser.add_argument_group("Bayesian modes (map, svi)")
     bayes.add_argument(
         "--draws", type=int, help=f"posterior draws for the credible intervals (default: {DEFAULT_DRAWS}; svi)"
@@ -113,6 +108,13 @@ def _add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every ``fit`` option, its default (from :class:`FitConfig`) and choices shown in ``--help``."""
+    # lazily: the defaults live in the data and fitting layers (pandas, torch), which only `fit` needs
+    from bayes_trainmap.data.demos import available_demos
+    from bayes_trainmap.fitting.config import MODES, OUTCOME_DIRECTIONS, FitConfig
+    from bayes_trainmap.inference.params import COVARIANCE_TYPES
+
+    DEFAULTS = FitConfig()
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
     source.add_argument(
@@ -188,51 +190,65 @@ def _first_command(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The argument parser. ``collect``/``tasks`` options (from :mod:`tasks.cli`) are
-    added only when ``argv`` selects that command, so ``fit`` never imports the
-    training code."""
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("fit_dir", metavar="FITDIR")
+    parser.add_argument("--quiet", action="store_true", help="print only the report's path")
+    parser.add_argument("--verbose", action="store_true", help="also list every run's state path")
+    parser.set_defaults(handler=_cmd_report)
+
+
+def _add_monitor_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    # lazily: the monitor imports the engine; only `decode` and `watch` need it
+    from bayes_trainmap.monitor import commands as monitor_commands
+
+    getattr(monitor_commands, f"add_{command}_arguments")(parser)
+    parser.set_defaults(handler=getattr(monitor_commands, f"run_{command}"))
+
+
+def _add_training_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    # lazily: the task front ends; `collect` imports the training code when it runs
+    import bayes_trainmap.tasks.cli as tasks_cli
+
+    getattr(tasks_cli, f"add_{command}_arguments")(parser)
+    parser.set_defaults(handler=getattr(tasks_cli, f"run_{command}"))
+
+
+def _add_fit_command(parser: argparse.ArgumentParser) -> None:
+    _add_fit_arguments(parser)
+    parser.set_defaults(handler=_cmd_fit)
+
+
+#: Command -> (one-line help, the function that adds its options and handler).
+_COMMANDS = {
+    "fit": ("fit an HMM to trajectories and write a fit directory", _add_fit_command),
+    "report": ("(re)write the report of a fit directory", _add_report_arguments),
+    "decode": ("decode new runs against a fit directory", functools.partial(_add_monitor_arguments, "decode")),
+    "watch": ("follow a folder of training runs against a fit directory",
+              functools.partial(_add_monitor_arguments, "watch")),
+    "collect": ("train a built-in task over many seeds and record trajectories",
+                functools.partial(_add_training_arguments, "collect")),
+    "tasks": ("list the built-in training tasks", functools.partial(_add_training_arguments, "tasks")),
+}
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser.
+
+    With ``argv``, only the command it selects gets its options, so ``tasks`` imports
+    nothing of the fitting code and ``fit`` nothing of the training code; without it,
+    every command gets them (the whole interface, e.g. for documentation).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m bayes_trainmap",
         description="Latent state models of training dynamics (Hu et al., TMLR 2023).",
     )
     parser.add_argument("--version", action="version", version=f"bayes_trainmap {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    fit = commands.add_parser("fit", help="fit an HMM to trajectories and write a fit directory")
-    _add_fit_arguments(fit)
-    fit.set_defaults(handler=_cmd_fit)
-
-    report = commands.add_parser("report", help="(re)write the report of a fit directory")
-    report.add_argument("fit_dir", metavar="FITDIR")
-    report.add_argument("--quiet", action="store_true", help="print only the report's path")
-    report.add_argument("--verbose", action="store_true", help="also list every run's state path")
-    report.set_defaults(handler=_cmd_report)
-
-    # lazily: keeps `import bayes_trainmap.cli` light; only a built parser needs the monitor's commands
-    from bayes_trainmap.monitor import commands as monitor_commands
-
-    decode = commands.add_parser("decode", help="decode new runs against a fit directory")
-    monitor_commands.add_decode_arguments(decode)
-    decode.set_defaults(handler=monitor_commands.run_decode)
-
-    watch = commands.add_parser("watch", help="follow a folder of training runs against a fit directory")
-    monitor_commands.add_watch_arguments(watch)
-    watch.set_defaults(handler=monitor_commands.run_watch)
-
-    selected = _first_command(argv)
-    collect = commands.add_parser("collect", help="train a built-in task over many seeds and record trajectories")
-    tasks_parser = commands.add_parser("tasks", help="list the built-in training tasks")
-    if selected in _DELEGATED:
-        # lazily: it imports the training code
-        import bayes_trainmap.tasks.cli as tasks_cli
-
-        if selected == "collect":
-            tasks_cli.add_collect_arguments(collect)
-            collect.set_defaults(handler=tasks_cli.run_collect)
-        else:
-            tasks_cli.add_tasks_arguments(tasks_parser)
-            tasks_parser.set_defaults(handler=tasks_cli.run_tasks)
+    selected = None if argv is None else _first_command(argv)
+    for name, (text, add_arguments) in _COMMANDS.items():
+        command = commands.add_parser(name, help=text)
+        if argv is None or name == selected:
+            add_arguments(command)
     parser.set_defaults(subparsers=commands.choices)
     return parser
 
@@ -263,6 +279,9 @@ def _default_out(args: argparse.Namespace, ts) -> Path:
 
 def _fit_config(args: argparse.Namespace) -> FitConfig:
     """The :class:`FitConfig` of the parsed ``fit`` options: every flag is named after its field."""
+    # lazily: see _add_fit_arguments
+    from bayes_trainmap.fitting.config import BAYES_OPTION_NAMES, FitConfig
+
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(FitConfig) if hasattr(args, f.name)}
     options["features"] = tuple(_features_arg(args.features)) if args.features else None
     options["bayes_options"] = {k: getattr(args, k) for k in BAYES_OPTION_NAMES if getattr(args, k, None) is not None}
@@ -356,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:  # the reader of stdout went away (`... | head`): not an error
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python's exit flush must not fail again
+            return 0
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is the user's input
             if not _is_user_error(exc):
                 raise

@@ -50,8 +50,11 @@ How to add a task
    - :meth:`Task.optimizer` (default: :class:`OptimizerSpec` from the config keys
      ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``betas``, ``eps``).
 
-4. Register it with one line in ``tasks/registry.py`` (``_BUILTIN_TASKS``), or at run
-   time with :func:`tasks.registry.register_task`.
+4. Register it: a built-in task moves its metadata (step 1's attributes) into one
+   :class:`~tasks.catalog.TaskSpec` in ``tasks/catalog.py``, with ``implementation``
+   naming the class, and declares ``class MyTask(Task, spec=BUILTIN_SPECS["my_task"])``
+   (so ``tasks`` lists it without importing torch); a user's task calls
+   :func:`tasks.registry.register_task` at run time.
 
 Methods must be deterministic functions of their arguments and of ``self.config``:
 the loop relies on that for per-seed reproducibility and for resumable collections.
@@ -69,23 +72,13 @@ from torch import nn
 
 from bayes_trainmap.core.errors import TaskError
 
+from .catalog import LOOP_CONFIG_KEYS, SIZES, TaskSpec
 from .stats import ParameterSelection, default_parameter_selection
 
-#: Config keys every task's resolved configuration must define (read by the loop).
-LOOP_CONFIG_KEYS: tuple[str, ...] = (
-    "steps",
-    "eval_every",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "weight_decay",
-)
+__all__ = ["IGNORE_INDEX", "LOOP_CONFIG_KEYS", "SIZES", "OptimizerSpec", "Task", "TaskData"]
 
 #: Target value ignored by the default :meth:`Task.metrics` (as in ``F.cross_entropy``).
 IGNORE_INDEX = -100
-
-SIZES: tuple[str, ...] = ("default", "smoke")
-
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
@@ -196,38 +189,39 @@ class Task:
     #: collection but not compared when a collection is resumed.
     runtime_keys: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, spec: TaskSpec | None = None, **kwargs: Any) -> None:
+        """``class MyTask(Task, spec=...)`` takes the metadata class attributes from a spec."""
+        super().__init_subclass__(**kwargs)
+        if spec is not None:
+            cls.name, cls.description = spec.name, spec.description
+            cls.default_config, cls.variants, cls.smoke_config = spec.default_config, spec.variants, spec.smoke_config
+            cls.threshold, cls.data_depends_on_seed, cls.runtime_keys = (
+                spec.threshold, spec.data_depends_on_seed, spec.runtime_keys)
+            cls._spec = spec
+
     def __init__(self, variant: str = "default", size: str = "default", overrides: Mapping[str, Any] | None = None):
-        variants = self.variant_names()
-        if variant not in variants:
-            raise TaskError(f"task {self.name!r} has no variant {variant!r}; expected one of {', '.join(variants)}")
-        if size not in SIZES:
-            raise TaskError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
-        config = copy.deepcopy(dict(self.default_config))
-        config.update(copy.deepcopy(dict(self.variants.get(variant, {}))))
-        if size == "smoke":
-            config.update(copy.deepcopy(dict(self.smoke_config)))
-        unknown = sorted(set(overrides or {}) - set(config))
-        if unknown:
-            raise TaskError(
-                f"unknown config keys for task {self.name!r}: {', '.join(unknown)}; "
-                f"expected some of {', '.join(sorted(config))}"
-            )
-        config.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        missing = [k for k in LOOP_CONFIG_KEYS if k not in config]
-        if missing:
-            raise TaskError(f"task {self.name!r} config lacks required keys: {', '.join(missing)}")
-        for key in ("steps", "eval_every", "batch_size"):
-            value = config[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TaskError(f"{key} must be a positive integer, got {value!r}")
+        spec = self.task_spec()
+        self.config: dict[str, Any] = spec.resolve_config(variant, size, overrides)
+        self.threshold = spec.threshold_for(self.config)
         self.variant = variant
         self.size = size
-        self.config: dict[str, Any] = config
+
+    @classmethod
+    def task_spec(cls) -> TaskSpec:
+        """The :class:`~tasks.catalog.TaskSpec` of this class (built from its class attributes)."""
+        spec = cls.__dict__.get("_spec")
+        if spec is not None:
+            return spec
+        return TaskSpec(
+            name=cls.name, description=cls.description, default_config=cls.default_config,
+            variants=cls.variants, smoke_config=cls.smoke_config, threshold=cls.threshold,
+            data_depends_on_seed=cls.data_depends_on_seed, runtime_keys=cls.runtime_keys,
+        )
 
     @classmethod
     def variant_names(cls) -> list[str]:
         """``"default"`` followed by the task's named variants."""
-        return ["default"] + [v for v in cls.variants if v != "default"]
+        return cls.task_spec().variant_names()
 
     # ---- what a task must supply -------------------------------------------------
     def build_data(self, seed: int) -> TaskData:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .base import Task, TaskData
+from .catalog import BUILTIN_SPECS
 from .datasets.cifar import load_cifar100, normalize_images, random_crop_flip
 from .models.resnet import CifarResNet18
 
@@ -37,39 +38,15 @@ def default_data_root() -> Path:
     return Path(os.environ.get(DATA_ENV, Path.home() / ".cache" / "bayes_trainmap")).expanduser()
 
 
-class Cifar100Task(Task):
-    name = "cifar100"
-    description = "CIFAR-100 with a CIFAR ResNet18, AdamW, wd 1.0, crop+flip (He et al. 2016)"
-    default_config = {
-        "data_root": None,
-        "download": False,
-        "checksums": None,
-        "width": 64,
-        "batch_norm": True,
-        "residual": True,
-        "augment": True,
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 1.0,
-        "batch_size": 256,
-        "steps": 19600,
-        "eval_every": 196,
-        "train_eval_examples": 10000,
-        "eval_batch_size": 500,
-    }
-    variants = {"destabilized": {"batch_norm": False, "residual": False}}
-    smoke_config = {"width": 4, "batch_size": 4, "steps": 6, "eval_every": 3, "train_eval_examples": 8}
-    threshold = 0.6
+class Cifar100Task(Task, spec=BUILTIN_SPECS["cifar100"]):
+    """The ``cifar100`` task; its metadata and hyperparameters are in :mod:`tasks.catalog`."""
+
     vmappable = False
-    # Where the data lives and whether it may be downloaded do not change results.
-    runtime_keys = ("data_root", "download", "checksums")
 
     def __init__(self, variant: str = "default", size: str = "default", overrides: dict[str, Any] | None = None):
         super().__init__(variant, size, overrides)
         # Without batch norm the network is vmappable; with it (training mode), not.
         self.vmappable = not self.config["batch_norm"]
-        # Section 3.4: convergence thresholds 0.6 (stable) and 0.4 (destabilised).
-        self.threshold = 0.6 if self.config["batch_norm"] and self.config["residual"] else 0.4
 
     def build_data(self, seed: int) -> TaskData:
         c = self.config

@@ -124,27 +124,14 @@ def add_tasks_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def task_table() -> list[dict[str, Any]]:
-    """One entry per task: name, description, variants, threshold, default config (or why unavailable)."""
-    # lazily: the registry imports every task's training code
-    from .registry import get_task_class, task_names
+    """One entry per task: name, description, variants, and per variant threshold and config.
 
-    rows = []
-    for name in task_names():
-        try:
-            cls = get_task_class(name)
-        except TaskError as exc:
-            rows.append({"task": name, "unavailable": str(exc)})
-            continue
-        instances = {v: cls(variant=v) for v in cls.variant_names()}
-        rows.append({
-            "task": name,
-            "description": cls.description,
-            "variants": cls.variant_names(),
-            # Per variant: a variant may change the threshold (destabilised CIFAR-100: 0.4).
-            "threshold": {v: task.threshold for v, task in instances.items()},
-            "config": {v: task.config for v, task in instances.items()},
-        })
-    return rows
+    Read from the task specs (:mod:`tasks.catalog`), so no task's training code is imported.
+    """
+    # lazily: the registry is needed only by the commands, not by building the parser
+    from .registry import task_names, task_spec
+
+    return [task_spec(name).describe() for name in task_names()]
 
 
 def run_tasks(args: argparse.Namespace) -> int:
@@ -157,9 +144,6 @@ def run_tasks(args: argparse.Namespace) -> int:
     header = ["task", "variant", *keys, "threshold"]
     table = [header]
     for row in rows:
-        if "unavailable" in row:
-            table.append([row["task"], "-", row["unavailable"]] + [""] * (len(header) - 3))
-            continue
         for variant, config in row["config"].items():
             table.append([row["task"], variant, *(str(config.get(k, "")) for k in keys), str(row["threshold"][variant])])
     widths = [max(len(r[i]) for r in table if i < len(r)) for i in range(len(header))]
@@ -167,8 +151,7 @@ def run_tasks(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     print()
     for row in rows:
-        if "description" in row:
-            print(f"{row['task']}: {row['description']}")
+        print(f"{row['task']}: {row['description']}")
     return 0
 
 

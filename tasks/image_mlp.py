@@ -23,6 +23,7 @@ from torch import nn
 from bayes_trainmap.core.errors import TaskError
 
 from .base import Task, TaskData
+from .catalog import BUILTIN_SPECS
 from .loop import derive_seed
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -48,26 +49,8 @@ def load_mnist_tensors(root: str | os.PathLike, train: bool, download: bool) -> 
     return dataset.data, dataset.targets.long()
 
 
-class MnistTask(Task):
-    name = "mnist"
-    description = "MNIST, MLP 784-800-10, AdamW (Simard et al. 2003); reads torchvision's MNIST"
-    default_config = {
-        "hidden": 800,
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 1.0,
-        "batch_size": 256,
-        "steps": 4690,
-        "eval_every": 20,
-        "train_eval_examples": 10000,
-        "n_train": None,
-        "n_eval": None,
-        "data_root": "~/.cache/bayes_trainmap/data",
-        "download": False,
-    }
-    smoke_config = {"hidden": 32, "steps": 30, "eval_every": 10, "batch_size": 16}
-    threshold = 0.97
-    runtime_keys = ("data_root", "download")
+class MnistTask(Task, spec=BUILTIN_SPECS["mnist"]):
+    """The ``mnist`` task; its metadata and hyperparameters are in :mod:`tasks.catalog`."""
 
     def build_data(self, seed: int) -> TaskData:
         c = self.config
@@ -87,22 +70,8 @@ class MnistTask(Task):
         return mlp(28 * 28, self.config["hidden"], 10)
 
 
-class DigitsTask(Task):
-    name = "digits"
-    description = "scikit-learn 8x8 digits (offline), MLP 64-64-10, AdamW"
-    default_config = {
-        "hidden": 64,
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 1.0,
-        "batch_size": 64,
-        "eval_fraction": 0.2,
-        "split_seed": 0,
-        "steps": 3000,
-        "eval_every": 10,
-    }
-    smoke_config = {"hidden": 16, "steps": 40, "eval_every": 10}
-    threshold = 0.95
+class DigitsTask(Task, spec=BUILTIN_SPECS["digits"]):
+    """The ``digits`` task; its metadata and hyperparameters are in :mod:`tasks.catalog`."""
 
     def build_data(self, seed: int) -> TaskData:
         from sklearn.datasets import load_digits

@@ -26,8 +26,8 @@ from torch import nn
 from bayes_trainmap.core.errors import TaskError
 
 from .base import Task, TaskData
+from .catalog import BUILTIN_SPECS
 from .datasets.text import (
-    DEFAULT_CORPUS_MODULES,
     CharTokenizer,
     chunk_sequences,
     corpus_fingerprint,
@@ -39,44 +39,8 @@ from .models.transformer import transformer_blocks_selection
 from .stats import ParameterSelection
 
 
-class MLMTask(Task):
-    name = "mlm"
-    description = "masked language modelling, small BERT on stdlib docstrings (char-level)"
-    default_config = {
-        "corpus_modules": list(DEFAULT_CORPUS_MODULES),
-        "corpus_fingerprint": None,
-        "max_chars": None,
-        "seq_len": 64,
-        "eval_every_nth": 10,
-        "mask_prob": 0.15,
-        "eval_mask_seed": 0,
-        "d_model": 64,
-        "n_layers": 2,
-        "n_heads": 2,
-        "d_mlp": 256,
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 0.01,
-        "batch_size": 64,
-        "steps": 5000,
-        "eval_every": 50,
-        "train_eval_examples": 1000,
-    }
-    smoke_config = {
-        "corpus_modules": ["json", "bisect", "heapq"],
-        "max_chars": 16000,
-        "seq_len": 32,
-        "d_model": 16,
-        "n_layers": 1,
-        "n_heads": 2,
-        "d_mlp": 32,
-        "lr": 3e-3,
-        "batch_size": 16,
-        "steps": 40,
-        "eval_every": 10,
-        "train_eval_examples": 64,
-    }
-    threshold = None
+class MLMTask(Task, spec=BUILTIN_SPECS["mlm"]):
+    """The ``mlm`` task; its metadata and hyperparameters are in :mod:`tasks.catalog`."""
 
     def __init__(self, variant: str = "default", size: str = "default", overrides: dict[str, Any] | None = None):
         super().__init__(variant, size, overrides)

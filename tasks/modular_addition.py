@@ -27,60 +27,15 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Task, TaskData
+from .catalog import BUILTIN_SPECS
 from .datasets.modular import modular_addition_split
 from .loop import derive_seed
 from .models.transformer import ModularTransformer, transformer_blocks_selection
 from .stats import ParameterSelection
 
 
-class ModularAdditionTask(Task):
-    name = "modular_addition"
-    description = "(a + b) mod 113 with a one-layer transformer, AdamW, wd 1.0 (Nanda et al. 2023)"
-    default_config = {
-        "p": 113,
-        "train_fraction": 0.3,
-        "d_model": 128,
-        "n_heads": 4,
-        "d_head": 32,
-        "d_mlp": 512,
-        "n_layers": 1,
-        "layer_norm": False,
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 1.0,
-        "betas": [0.9, 0.999],
-        "batch_size": 2048,
-        "steps": 20000,
-        "eval_every": 50,
-    }
-    variants = {
-        "stabilized": {"layer_norm": True, "batch_size": 256},
-        # Not in the paper: a CPU-sized setting that still groks (see the module docstring).
-        "reduced": {
-            "p": 23,
-            "train_fraction": 0.7,
-            "d_model": 64,
-            "d_head": 16,
-            "d_mlp": 256,
-            "lr": 3e-3,
-            "batch_size": 370,
-            "steps": 1200,
-            "eval_every": 10,
-        },
-    }
-    smoke_config = {
-        "p": 11,
-        "train_fraction": 0.5,
-        "d_model": 16,
-        "n_heads": 2,
-        "d_head": 8,
-        "d_mlp": 32,
-        "batch_size": 32,
-        "steps": 40,
-        "eval_every": 10,
-    }
-    threshold = 0.9
-    data_depends_on_seed = True
+class ModularAdditionTask(Task, spec=BUILTIN_SPECS["modular_addition"]):
+    """The ``modular_addition`` task; its metadata and hyperparameters are in :mod:`tasks.catalog`."""
 
     def build_data(self, seed: int) -> TaskData:
         c = self.config

@@ -1,34 +1,32 @@
 """Registry of training tasks: name -> :class:`~bayes_trainmap.tasks.base.Task` subclass.
 
-Built-in tasks are listed as ``"module:Class"`` strings and imported on first use,
-so listing or running one task never imports another's dependencies. Adding a
-built-in task is one line in ``_BUILTIN_TASKS``; a user task can be added at run
-time with :func:`register_task`.
+Built-in tasks are described in :mod:`tasks.catalog` (metadata only, no torch) and
+their classes imported on first use, so listing tasks imports no training code and
+running one task never imports another's dependencies. Adding a built-in task is one
+:class:`~tasks.catalog.TaskSpec` in the catalog; a user task can be added at run time
+with :func:`register_task`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bayes_trainmap.core.errors import TaskError
 
-from .base import Task
+from .catalog import BUILTIN_SPECS, TaskSpec
 
-_BUILTIN_TASKS: dict[str, str] = {
-    "sparse_parities": ".sparse_parities:SparseParitiesTask",
-    "mnist": ".image_mlp:MnistTask",
-    "digits": ".image_mlp:DigitsTask",
-    "modular_addition": ".modular_addition:ModularAdditionTask",
-    "cifar100": ".cifar100:Cifar100Task",
-    "mlm": ".mlm:MLMTask",
-}
+if TYPE_CHECKING:
+    from .base import Task
 
 _REGISTERED: dict[str, type[Task]] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
     """Register a :class:`Task` subclass under ``cls.name`` (usable as a decorator)."""
+    # lazily: the Task base class imports torch, which listing the built-in tasks does not need
+    from .base import Task
+
     if not (isinstance(cls, type) and issubclass(cls, Task)) or not cls.name:
         raise TaskError(f"expected a Task subclass with a name, got {cls!r}")
     _REGISTERED[cls.name] = cls
@@ -37,17 +35,14 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 def task_names() -> list[str]:
     """Names of all known tasks (built-in first, then registered)."""
-    return list(dict.fromkeys([*_BUILTIN_TASKS, *_REGISTERED]))
+    return list(dict.fromkeys([*BUILTIN_SPECS, *_REGISTERED]))
 
 
 def get_task_class(name: str) -> type[Task]:
     """The Task subclass registered under ``name``; ``TaskError`` if unknown."""
     if name in _REGISTERED:
         return _REGISTERED[name]
-    target = _BUILTIN_TASKS.get(name)
-    if target is None:
-        raise TaskError(f"unknown task {name!r}; expected one of {', '.join(task_names())}")
-    module_name, class_name = target.split(":")
+    module_name, class_name = task_spec(name).implementation.split(":")
     try:
         module = importlib.import_module(module_name, package=__package__)
     except ImportError as exc:
@@ -55,6 +50,15 @@ def get_task_class(name: str) -> type[Task]:
     cls = getattr(module, class_name)
     _REGISTERED[name] = cls
     return cls
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The :class:`~tasks.catalog.TaskSpec` of a task, without importing a built-in task's code."""
+    if name in _REGISTERED:
+        return _REGISTERED[name].task_spec()
+    if name not in BUILTIN_SPECS:
+        raise TaskError(f"unknown task {name!r}; expected one of {', '.join(task_names())}")
+    return BUILTIN_SPECS[name]
 
 
 def get_task(name: str, variant: str = "default", size: str = "default", **overrides: Any) -> Task:

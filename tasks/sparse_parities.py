@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .base import Task, TaskData
+from .catalog import BUILTIN_SPECS
 from .loop import derive_seed
 
 
@@ -28,25 +29,8 @@ def make_sparse_parity(n_examples: int, n_bits: int, relevant: torch.Tensor, gen
     return (1 - 2 * bits).float(), y.long()
 
 
-class SparseParitiesTask(Task):
-    name = "sparse_parities"
-    description = "parity of k=3 of n=40 bits, one-hidden-layer MLP, SGD (Barak et al. 2022)"
-    default_config = {
-        "n_bits": 40,
-        "k": 3,
-        "n_train": 1000,
-        "n_eval": 100,
-        "hidden": 128,
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "weight_decay": 0.01,
-        "batch_size": 32,
-        "steps": 20000,
-        "eval_every": 100,
-    }
-    smoke_config = {"n_bits": 12, "n_train": 200, "n_eval": 50, "hidden": 16, "steps": 60, "eval_every": 10}
-    threshold = 0.9
-    data_depends_on_seed = True
+class SparseParitiesTask(Task, spec=BUILTIN_SPECS["sparse_parities"]):
+    """The ``sparse_parities`` task; its metadata and hyperparameters are in :mod:`tasks.catalog`."""
 
     def build_data(self, seed: int) -> TaskData:
         c = self.config

@@ -21,36 +21,9 @@ import torch
 
 from bayes_trainmap.core.errors import TaskError
 
-#: Standard-library modules whose docstrings form the default corpus (~250 KB of text).
-DEFAULT_CORPUS_MODULES: tuple[str, ...] = (
-    "builtins",
-    "collections",
-    "itertools",
-    "functools",
-    "json",
-    "re",
-    "string",
-    "textwrap",
-    "pathlib",
-    "random",
-    "statistics",
-    "datetime",
-    "argparse",
-    "logging",
-    "csv",
-    "heapq",
-    "bisect",
-    "fractions",
-    "decimal",
-    "contextlib",
-    "dataclasses",
-    "enum",
-    "abc",
-    "operator",
-    "shutil",
-    "tempfile",
-    "unittest",
-)
+from ..catalog import DEFAULT_CORPUS_MODULES
+
+__all__ = ["DEFAULT_CORPUS_MODULES", "CharTokenizer", "chunk_sequences", "corpus_fingerprint", "mask_tokens", "stdlib_docstring_corpus"]
 
 
 def _public_docs(module) -> list[str]:

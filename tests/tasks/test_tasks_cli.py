@@ -83,3 +83,60 @@ def test_tasks_listing(capsys):
 def test_parse_overrides():
     assert parse_overrides(["lr=0.5", "name=abc", "flag=true", "sizes=[1, 2]"]) == {
         "lr": 0.5, "name": "abc", "flag": True, "sizes": [1, 2]}
+
+
+def test_tasks_listing_imports_no_training_or_fitting_code():
+    """Issue 15: `tasks` prints from the catalog alone (no torch, pandas, numba or task module)."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "pandas", "numba", "pyro", "bayes_trainmap.tasks.base", "bayes_trainmap.tasks.sparse_parities"]
+    probe = (
+        "import sys, io, contextlib; from bayes_trainmap.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out: status = main(['tasks'])\n"
+        f"print(status, 'modular_addition' in out.getvalue(), *[m in sys.modules for m in {heavy!r}])"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["0", "True"] + ["False"] * len(heavy), done.stderr
+
+
+@pytest.mark.parametrize("name", ["sparse_parities", "digits", "modular_addition"])
+def test_catalog_listing_matches_the_task_classes(name):
+    """The listing's configs and thresholds (from the spec) are what the task classes resolve."""
+    from bayes_trainmap.tasks.catalog import BUILTIN_SPECS
+    from bayes_trainmap.tasks.registry import get_task, get_task_class
+
+    row = BUILTIN_SPECS[name].describe()
+    cls = get_task_class(name)
+    assert cls.task_spec() is BUILTIN_SPECS[name] and cls.name == name
+    for variant in cls.variant_names():
+        for size in ("default", "smoke"):
+            task = get_task(name, variant=variant, size=size)
+            assert task.config == BUILTIN_SPECS[name].resolve_config(variant, size)
+        assert get_task(name, variant=variant).config == row["config"][variant]
+        assert get_task(name, variant=variant).threshold == row["threshold"][variant]
+
+
+def test_cifar100_threshold_follows_the_configuration():
+    from bayes_trainmap.tasks.catalog import BUILTIN_SPECS
+
+    spec = BUILTIN_SPECS["cifar100"]
+    assert spec.describe()["threshold"] == {"default": 0.6, "destabilized": 0.4}
+    assert spec.threshold_for(spec.resolve_config(overrides={"residual": False})) == 0.4
+
+
+def test_user_task_without_a_spec_resolves_from_its_class_attributes():
+    from bayes_trainmap.tasks.base import Task
+    from bayes_trainmap.core.errors import TaskError
+
+    class Tiny(Task):
+        name = "tiny"
+        default_config = {"steps": 3, "eval_every": 1, "batch_size": 2, "optimizer": "sgd", "lr": 0.1,
+                          "weight_decay": 0.0, "width": 4}
+        variants = {"wide": {"width": 8}}
+        threshold = 0.5
+
+    task = Tiny(variant="wide", overrides={"steps": 5})
+    assert (task.config["width"], task.config["steps"], task.threshold) == (8, 5, 0.5)
+    with pytest.raises(TaskError, match="unknown config keys"):
+        Tiny(overrides={"depth": 2})
