@@ -306,3 +306,69 @@ def test_fit_command_with_executor_ray_equals_the_local_fit(ray_cluster, tmp_pat
     assert model_ray.n_states == model_local.n_states
     np.testing.assert_allclose(model_ray.means, model_local.means, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(model_ray.trans_mat, model_local.trans_mat, rtol=1e-8, atol=1e-10)
+
+
+# -- connecting to a cluster (issue 13: one error line within the timeout, never minutes) --
+
+
+@pytest.mark.parametrize(
+    "address, endpoint",
+    [(None, None), ("auto", None), ("local", None), ("10.0.0.5:6379", ("10.0.0.5", 6379)),
+     ("ray://head.example:10001", ("head.example", 10001)), ("[::1]:6379", ("::1", 6379))],
+)
+def test_cluster_endpoint_parses_explicit_addresses(address, endpoint):
+    from bayes_trainmap.core.executors.ray_cluster import cluster_endpoint
+
+    assert cluster_endpoint(address) == endpoint
+
+
+@pytest.mark.parametrize("address", ["head", "head:", "head:port", "head:0", "head:70000", ":6379"])
+def test_malformed_address_is_refused_before_any_work(address):
+    with pytest.raises(BayesTrainmapError, match="malformed Ray address"):
+        RayExecutor(address=address)
+
+
+def test_nothing_listening_is_reported_at_once():
+    import socket
+    import time
+
+    from bayes_trainmap.core.executors.ray_cluster import check_reachable
+
+    with socket.socket() as probe:  # a port that was free a moment ago: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(BayesTrainmapError, match=rf"cannot reach a Ray cluster at 127.0.0.1:{port}: .*refused"):
+        check_reachable(f"127.0.0.1:{port}", timeout=5)
+    assert time.monotonic() - start < 5
+
+
+def test_a_listener_that_is_not_ray_gives_one_line_within_the_timeout(tmp_path):
+    """A port that accepts connections but is no Ray head node: Ray alone retries for minutes."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        out = tmp_path / "fit"
+        argv = [sys.executable, "-m", "bayes_trainmap", "fit", "--states", "2", "--executor", "ray",
+                "--address", f"127.0.0.1:{port}", "--connect-timeout", "2", "--out", str(out), "--quiet"]
+        start = time.monotonic()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+        elapsed = time.monotonic() - start
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not answer within 2 s" in lines[0], done.stderr
+    assert not out.exists()
+    assert elapsed < 120  # the data load and imports, plus the 2 s deadline; not Ray's minutes
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_connect_timeout_must_be_positive_seconds(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--executor", "ray", f"--connect-timeout={value}"])
+    assert exit_info.value.code == 2
+    assert "--connect-timeout" in capsys.readouterr().err

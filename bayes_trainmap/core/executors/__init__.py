@@ -41,7 +41,7 @@ from bayes_trainmap.core.executors.local import LocalExecutor
 #: Executor names accepted by :func:`get_executor` and ``--executor``.
 EXECUTOR_NAMES: tuple[str, ...] = ("local", "ray")
 
-_RAY_ONLY_OPTIONS = ("address", "num_cpus_per_task", "num_gpus_per_task", "runtime_env", "init_options")
+_RAY_ONLY_OPTIONS = ("address", "connect_timeout", "num_cpus_per_task", "num_gpus_per_task", "runtime_env", "init_options")
 
 
 def get_executor(name: str = "local", **options: Any) -> Executor:
@@ -54,7 +54,7 @@ def get_executor(name: str = "local", **options: Any) -> Executor:
     **options
         Keyword arguments of the executor's class (:class:`LocalExecutor` takes
         ``max_retries``; ``RayExecutor`` also takes ``address``, ``num_cpus_per_task``,
-        ``num_gpus_per_task``, ``runtime_env``, ``init_options``). Options whose value
+        ``num_gpus_per_task``, ``runtime_env``, ``init_options``, ``connect_timeout``). Options whose value
         is None are dropped, so CLI defaults can be passed through unchanged.
 
     Raises
@@ -82,6 +82,16 @@ def get_executor(name: str = "local", **options: Any) -> Executor:
     )
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def add_executor_arguments(parser: argparse.ArgumentParser, *, per: str = "run") -> None:
     """Add ``--executor``, ``--address``, ``--cpus-per-<per>``, ``--gpus-per-<per>``,
     ``--max-retries`` to an argparse parser (read back with :func:`executor_from_args`).
@@ -107,6 +117,13 @@ def add_executor_arguments(parser: argparse.ArgumentParser, *, per: str = "run")
         default=None,
         help="Ray cluster address: 'auto' (an existing cluster), HOST:PORT or ray://HOST:PORT; "
         "default: RAY_ADDRESS or the last cluster started here, else a new local Ray instance",
+    )
+    group.add_argument(
+        "--connect-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="seconds to wait for the Ray cluster at --address before giving up (default 30)",
     )
     group.add_argument(
         f"--cpus-per-{per}",
@@ -141,6 +158,7 @@ def executor_from_args(args: argparse.Namespace) -> Executor:
         num_cpus_per_task=args.cpus_per_task,
         num_gpus_per_task=args.gpus_per_task,
         max_retries=args.max_retries,
+        connect_timeout=args.connect_timeout,
     )
 
 

@@ -14,6 +14,9 @@ item for both kinds of failure, and an exact attempt count in every
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -42,6 +45,93 @@ def import_ray() -> Any:
     except ImportError as error:
         raise BayesTrainmapError(INSTALL_HINT) from error
     return ray
+
+
+#: Seconds to wait for a Ray cluster to answer before giving up (``--connect-timeout``).
+DEFAULT_CONNECT_TIMEOUT = 30.0
+
+#: Addresses that name no host: Ray finds or starts the cluster itself.
+_SYMBOLIC_ADDRESSES = ("auto", "local")
+
+
+def cluster_endpoint(address: str | None) -> tuple[str, int] | None:
+    """``(host, port)`` of an explicit ``HOST:PORT`` or ``ray://HOST:PORT`` address.
+
+    Returns None for ``None``, ``"auto"`` and ``"local"``, which name no endpoint.
+
+    Raises
+    ------
+    BayesTrainmapError
+        If the address is neither symbolic nor ``[ray://]HOST:PORT`` with a port in 1..65535.
+    """
+    if address is None or address in _SYMBOLIC_ADDRESSES:
+        return None
+    text = address.removeprefix("ray://")
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")  # an IPv6 literal, [::1]:6379
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BayesTrainmapError(
+            f"malformed Ray address {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT"
+        )
+    return host, int(port)
+
+
+def check_reachable(address: str | None, timeout: float) -> None:
+    """Fail within ``timeout`` seconds if nothing accepts connections at ``address``.
+
+    Ray itself retries an unreachable cluster for minutes; a TCP connection attempt
+    answers at once (refused) or after ``timeout`` (no route, filtered).
+
+    Raises
+    ------
+    BayesTrainmapError
+        Naming the address and the reason.
+    """
+    endpoint = cluster_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=timeout).close()
+    except OSError as error:
+        reason = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise BayesTrainmapError(
+            f"cannot reach a Ray cluster at {address}: {reason} within {timeout:g} s "
+            "(start one with `ray start --head`, or omit --address to start a local one)"
+        ) from error
+
+
+#: What :func:`check_answers` runs in a child process: join the cluster and leave.
+_PROBE = "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); ray.shutdown()"
+
+
+def check_answers(address: str | None, timeout: float) -> None:
+    """Fail within ``timeout`` seconds unless a Ray head node answers at ``address``.
+
+    Ray's own ``ray.init`` keeps retrying a listener that is not a Ray head node (a
+    wrong port, a firewall that accepts and drops) for minutes, inside its C++ client
+    where no signal or thread can cut it short. So a child process joins the cluster
+    first and is killed at the deadline; this process then joins as usual. Only for
+    explicit ``HOST:PORT`` addresses (``auto``/``local`` fail fast on their own).
+
+    Raises
+    ------
+    BayesTrainmapError
+        If the child did not connect within ``timeout`` or failed, with its last line.
+    """
+    if cluster_endpoint(address) is None:
+        return
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(address)], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise BayesTrainmapError(
+            f"the Ray cluster at {address} did not answer within {timeout:g} s "
+            "(is it a Ray head node's GCS port? raise --connect-timeout for a slow cluster)"
+        ) from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise BayesTrainmapError(f"cannot join the Ray cluster at {address}: {lines[-1] if lines else 'unknown error'}")
 
 
 def _call_item(fn: Callable[[Any], Any], item: Any) -> Any:
@@ -73,6 +163,10 @@ class RayExecutor:
         whose nodes lack the package); passed to ``ray.init``.
     init_options : dict, optional
         Further keyword arguments for ``ray.init`` (e.g. ``num_cpus`` for a local instance).
+    connect_timeout : float, default 30
+        Seconds to wait for the cluster at an explicit ``HOST:PORT`` address: nothing
+        listening, or a listener that is not a Ray head node, gives one error line after
+        at most this long instead of Ray's minutes of retries.
 
     Notes
     -----
@@ -91,6 +185,7 @@ class RayExecutor:
         max_retries: int = 2,
         runtime_env: dict[str, Any] | None = None,
         init_options: dict[str, Any] | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be a non-negative int, got {max_retries!r}")
@@ -100,7 +195,11 @@ class RayExecutor:
         ):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{label} must be a non-negative number, got {value!r}")
+        if not isinstance(connect_timeout, (int, float)) or not connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
+        cluster_endpoint(address)  # a malformed address is refused before any work
         self.address = address
+        self.connect_timeout = float(connect_timeout)
         self.num_cpus_per_task = num_cpus_per_task
         self.num_gpus_per_task = num_gpus_per_task
         self.max_retries = max_retries
@@ -121,6 +220,8 @@ class RayExecutor:
         options = {"log_to_driver": True, **self.init_options}
         if self.runtime_env is not None:
             options["runtime_env"] = self.runtime_env
+        check_reachable(self.address, self.connect_timeout)
+        check_answers(self.address, self.connect_timeout)
         try:
             ray.init(address=self.address, **options)
         except ConnectionError as error:
@@ -171,6 +272,8 @@ class RayExecutor:
         self._started_ray = False
 
     def __enter__(self) -> RayExecutor:
+        """Connect now, so an unreachable cluster is reported before any work starts."""
+        self._ensure_connected()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
