@@ -3,10 +3,13 @@
     python benchmarks/bench_scale.py              # 1,000 runs x 50 checkpoints; 40 runs x 20,000 checkpoints
     python benchmarks/bench_scale.py --quick      # a tenth of each
 
-Each case runs in a fresh subprocess (simulated planted runs, 14 statistics, K = 1-8 by
-held-out BIC, 2 restarts, the robustness resampling off) and prints wall time and peak
-resident memory (``ru_maxrss``). Target: under 2 GiB each. The anchor printed first is
-the same fit at 40 runs x 200 checkpoints, so the ratios compare like with like.
+Each case is simulated (planted runs, 14 statistics) and saved as per-run Parquet files by
+one subprocess; a fresh subprocess then runs the command a user would,
+``python -m bayes_trainmap fit --data DIR`` (K = 1-8 by held-out BIC, 2 restarts, the
+robustness resampling off, no report), and prints its wall time and peak resident memory
+(``ru_maxrss``: loading, z-scoring, selection, decoding, analysis and writing the fit
+directory). Target: under 2 GiB each. The anchor printed first is the same fit at 40 runs
+x 200 checkpoints, so the ratios compare like with like.
 """
 
 from __future__ import annotations
@@ -16,32 +19,49 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-CHILD = r"""
-import json, resource, sys, time
-import numpy as np
+GENERATE = r"""
+import sys
+from bayes_trainmap.data import save_trajectories
 from bayes_trainmap.data.simulate import simulate_training_runs
-from bayes_trainmap.fitting.pipeline import fit
-n_runs, n_checkpoints = int(sys.argv[1]), int(sys.argv[2])
+n_runs, n_checkpoints, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 scale = n_checkpoints / 200  # the planted path's dwell times scale with the run length
 sim = simulate_training_runs(
     n_runs, n_checkpoints=n_checkpoints, path_dwell=tuple(max(2, int(d * scale)) for d in (30, 40, 30)),
     delay=max(2, int(40 * scale)), random_state=0,
 )
+save_trajectories(sim.trajectories, out)
+"""
+
+FIT = r"""
+import json, resource, sys, time
+from bayes_trainmap.cli import main
+data, out = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
-result = fit(sim.trajectories, n_restarts=2, progress=False, bootstrap=0, k_resamples=0)
+status = main(["fit", "--data", data, "--out", out, "--n-restarts", "2", "--bootstrap", "0", "--k-resamples", "0",
+               "--no-report", "--quiet"])
 seconds = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-print(json.dumps({"seconds": seconds, "peak_mib": peak, "k": result.n_states, "n": int(sim.lengths.sum())}))
+summary = json.load(open(f"{out}/summary.json"))
+print(json.dumps({"status": status, "seconds": seconds, "peak_mib": peak, "k": summary["n_states"]}))
 """
 
 
-def run_case(n_runs: int, n_checkpoints: int) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, str(n_runs), str(n_checkpoints)], capture_output=True, text=True)
+def _child(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"case {n_runs}x{n_checkpoints} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def run_case(n_runs: int, n_checkpoints: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench_scale-") as tmp:
+        data = str(Path(tmp) / "runs")
+        _child(GENERATE, str(n_runs), str(n_checkpoints), data)
+        return json.loads(_child(FIT, data, str(Path(tmp) / "fit")).strip().splitlines()[-1])
 
 
 def main() -> int:

@@ -315,3 +315,29 @@ def test_executor_ray_without_ray_is_one_line_with_the_install_command(argv, tmp
     stderr = capsys.readouterr().err.strip().splitlines()
     assert stderr == ['error: the Ray executor needs Ray: pip install "bayes_trainmap[ray]"']
     assert not out.exists()
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
+    """Issue 13: ENOSPC from a write names no file; the error must say which one failed."""
+    import errno
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        real_fsync(fd)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "fit" / "model.json"
+    with pytest.raises(OSError) as info:
+        storage.write_text_atomic(str(target), "{}")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert os.listdir(tmp_path / "fit") == []  # the temporary file is gone
+
+
+def test_writing_where_a_directory_is_names_the_target(tmp_path):
+    (tmp_path / "report.md").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        storage.write_text_atomic(str(tmp_path / "report.md"), "text")
+    assert info.value.filename == str(tmp_path / "report.md")
+    assert sorted(os.listdir(tmp_path)) == ["report.md"]

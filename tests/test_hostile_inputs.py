@@ -141,3 +141,100 @@ def test_usage_errors_exit_2_without_traceback(capsys, argv):
         status = cli.main(argv)
         raise SystemExit(status)
     assert stop.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+# -- damaged fit directories through `report` and `decode` -----------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted_dir(tmp_path_factory, planted_set):
+    root = tmp_path_factory.mktemp("fitted")
+    save_trajectories(planted_set, root / "runs")
+    status = cli.main(["fit", "--data", str(root / "runs"), "--states", "2", "--n-restarts", "1", "--bootstrap", "0",
+                       "--k-resamples", "0", "--quiet", "--out", str(root / "fit")])
+    assert status == 0
+    return root
+
+
+#: Stands for an integer literal of 5,000 digits (beyond Python's int-string limit) in written JSON.
+_HUGE_INT = "<5000 digits>"
+
+
+def _hostile_json(rng: np.random.Generator):
+    return [
+        lambda: "x" * int(rng.integers(0, 50)), list, lambda: None, lambda: float("nan"),
+        lambda: _HUGE_INT, lambda: -1e308, lambda: {"nested": [[[[]]]]}, lambda: True,
+    ][int(rng.integers(8))]()
+
+
+def _rewrite_json_value(rng: np.random.Generator, value):
+    """``value`` with one randomly chosen leaf or branch replaced by a hostile one."""
+    if isinstance(value, dict) and value and rng.random() < 0.8:
+        key = list(value)[int(rng.integers(len(value)))]
+        return {**value, key: _rewrite_json_value(rng, value[key])}
+    if isinstance(value, list) and value and rng.random() < 0.8:
+        i = int(rng.integers(len(value)))
+        return [*value[:i], _rewrite_json_value(rng, value[i]), *value[i + 1:]]
+    return _hostile_json(rng)
+
+
+def _damage(rng: np.random.Generator, fit_dir) -> str:
+    """Damage one file of ``fit_dir`` in a random way; return a description of what was done.
+
+    Half of the damage is done as a hostile writer would, with ``manifest.json``'s
+    checksums updated to match, so the validation behind the checksums is exercised too.
+    """
+    import json
+
+    from bayes_trainmap.data.fitdir import update_manifest
+
+    names = sorted(_files_below(fit_dir))
+    name = str(rng.choice(names))
+    path = fit_dir / name
+    kind = int(rng.integers(7))
+    if kind == 0:  # cut short
+        data = path.read_bytes()
+        path.write_bytes(data[: int(rng.integers(0, max(len(data), 1)))])
+    elif kind == 1:  # random bytes
+        path.write_bytes(rng.bytes(int(rng.integers(0, 300))))
+    elif kind == 2:  # deleted
+        path.unlink()
+    elif kind == 3 and name.endswith(".json"):  # one value of another type or size
+        value = _rewrite_json_value(rng, json.loads(path.read_text()))
+        path.write_text(json.dumps(value, allow_nan=True).replace(f'"{_HUGE_INT}"', "9" * 5000))
+    elif kind == 4 and name.endswith(".json"):  # nesting deeper than any parser's recursion limit
+        path.write_text("[" * 200_000 + "]" * 200_000)
+    elif kind == 5 and name.endswith(".parquet"):  # a valid Parquet file of another table
+        frame = pd.read_parquet(path)
+        frame = frame.drop(columns=[str(rng.choice(list(frame.columns)))]) if rng.random() < 0.5 else frame.iloc[::2]
+        frame.to_parquet(path, index=False)
+    else:  # a directory where the file was
+        path.unlink()
+        path.mkdir()
+    if rng.random() < 0.5 and name != "manifest.json" and (fit_dir / "manifest.json").is_file():
+        update_manifest(fit_dir, [])  # a consistent but hostile directory
+        return f"{name}: kind {kind}, checksums updated"
+    return f"{name}: kind {kind}"
+
+
+def test_damaged_fit_directories_give_a_report_or_one_error_line(capsys, tmp_path, fitted_dir):
+    import shutil
+
+    rng = np.random.default_rng(13)
+    for case in range(N_CASES):
+        work = tmp_path / f"case{case}"
+        shutil.copytree(fitted_dir / "fit", work / "fit")
+        what = _damage(rng, work / "fit")
+        before = _files_below(tmp_path)
+        argv = ["report", str(work / "fit"), "--quiet"] if case % 3 else \
+            ["decode", str(work / "fit"), "--data", str(fitted_dir / "runs"), "--out", str(work / "decoded.parquet")]
+        status = cli.main(argv)
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err, what
+        if status != 0:
+            lines = [line for line in captured.err.strip().splitlines() if not line.startswith("warning:")]
+            assert status == 2 and len(lines) == 1 and lines[0].startswith("error: "), (what, captured.err)
+        elif argv[0] == "report":
+            assert (work / "fit" / "report.html").is_file(), what
+        written = _files_below(tmp_path) - before
+        assert all(f.startswith(f"case{case}/") for f in written), (what, written)

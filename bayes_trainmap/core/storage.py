@@ -19,6 +19,7 @@ Locations are plain strings throughout; ``os.PathLike`` objects are accepted too
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -145,6 +146,8 @@ def write_bytes_atomic(location: str | os.PathLike[str], data: bytes) -> None:
     path = local_path(location)
     directory, name = os.path.split(path)
     os.makedirs(directory, exist_ok=True)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "cannot write a file where a directory is", path)
     # The temporary file lives in the destination directory: os.replace is atomic only
     # within one file system, and a leading dot keeps it out of "*.parquet" listings.
     handle, tmp_path = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{name}.", dir=directory)
@@ -155,9 +158,12 @@ def write_bytes_atomic(location: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(stream.fileno())
         apply_umask(tmp_path)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp_path):
             os.unlink(tmp_path)
+        if isinstance(error, OSError) and error.errno is not None:
+            # A full disk or a quota names no file of its own: name the one being written.
+            raise OSError(error.errno, error.strerror or str(error), path) from error
         raise
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -50,6 +51,7 @@ from bayes_trainmap.inference.params import HMMParams
 __all__ = [
     "FIT_DIR_FORMAT",
     "FitDirectory",
+    "check_integrity",
     "check_output_dir",
     "is_fit_dir",
     "load_fit_dir",
@@ -245,18 +247,69 @@ def write_fit_dir(
 
 
 def update_manifest(directory: str | os.PathLike, added: Sequence[str | os.PathLike] = ()) -> None:
-    """Record files as written by this package in ``manifest.json``.
+    """Record files as written by this package in ``manifest.json``, with their SHA-256.
 
     Without ``added``, every file now below ``directory`` is recorded (the writer's
     staging directory holds nothing else); with ``added``, those files (absolute or
     relative to ``directory``) join the existing list, e.g. after ``report`` re-renders.
+    The checksums of every listed file are taken anew, so a reader can tell a file this
+    package wrote from one changed or damaged afterwards (:class:`FitDirectory`).
     """
     directory = Path(directory)
     if added:
         names = set(_manifest(directory)) | {Path(os.path.relpath(p, directory)).as_posix() for p in added}
     else:
         names = set(_files_below(directory))
-    write_json(directory / MANIFEST_FILE, {"files": sorted(names - {MANIFEST_FILE})})
+    names = sorted(names - {MANIFEST_FILE})
+    digests = {name: _sha256(directory / name) for name in names if (directory / name).is_file()}
+    write_json(directory / MANIFEST_FILE, {"files": names, "sha256": digests})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _recorded_digests(directory: Path) -> dict[str, str]:
+    """``manifest.json``'s checksums; {} for a manifest without them (written before 0.2)."""
+    try:
+        recorded = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8")).get("sha256", {})
+    except (OSError, ValueError, AttributeError, RecursionError):
+        raise FitDirectoryError(f"'{directory / MANIFEST_FILE}' is not a valid manifest") from None
+    if not isinstance(recorded, dict):
+        raise FitDirectoryError(f"'{directory / MANIFEST_FILE}' is not a valid manifest")
+    return {str(k): str(v) for k, v in recorded.items()}
+
+
+def check_integrity(directory: str | os.PathLike) -> None:
+    """Refuse a fit directory whose inputs changed after this package wrote them.
+
+    Every file ``manifest.json`` has a checksum for, except the report and figures
+    (which ``report`` rewrites), must still have that checksum. A file deleted since is
+    not an error here (``analysis.json`` is recomputed; the required files are checked
+    by :class:`FitDirectory`).
+
+    Raises
+    ------
+    FitDirectoryError
+        Naming the changed files.
+    """
+    directory = Path(directory)
+    outputs = set(REPORT_FILES.values())
+    changed = [
+        name for name, digest in sorted(_recorded_digests(directory).items())
+        if name not in outputs and not name.startswith(f"{FIGURES_DIR}/")
+        and (directory / name).is_file() and _sha256(directory / name) != digest
+    ]
+    if changed:
+        raise FitDirectoryError(
+            f"fit directory '{directory}' was changed after fit wrote it: {', '.join(changed)} "
+            f"{'differs' if len(changed) == 1 else 'differ'} from the checksums in {MANIFEST_FILE} "
+            "(restore the files or fit again)"
+        )
 
 
 class FitDirectory:
@@ -277,10 +330,16 @@ class FitDirectory:
         if not self.path.is_dir():
             raise FitDirectoryError(f"fit directory '{self.path}' does not exist")
         if not is_fit_dir(self.path):
-            raise FitDirectoryError(f"'{self.path}' is not a fit directory (no {CONFIG_FILE} written by fit)")
+            if (self.path / CONFIG_FILE).is_file() and (self.path / MANIFEST_FILE).is_file():
+                read_json(self.path / CONFIG_FILE)  # names what is wrong with a damaged config.json
+                raise FitDirectoryError(f"'{self.path / CONFIG_FILE}' does not mark a fit directory written by fit")
+            raise FitDirectoryError(
+                f"'{self.path}' is not a fit directory (no {CONFIG_FILE} and {MANIFEST_FILE} written by fit)"
+            )
         missing = [f for f in REQUIRED_FILES if not (self.path / f).is_file()]
         if missing:
             raise FitDirectoryError(f"fit directory '{self.path}' is incomplete: missing {missing}")
+        check_integrity(self.path)
 
     def __repr__(self) -> str:
         return f"FitDirectory({str(self.path)!r})"
@@ -322,9 +381,19 @@ class FitDirectory:
 
     @functools.cached_property
     def curve(self) -> pd.DataFrame | None:
-        """The BIC curve, one row per K."""
+        """The BIC curve, one row per K (``n_states`` a positive integer, ``bic`` a number)."""
         path = self.path / CURVE_FILE
-        return _read_csv(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        curve = _read_csv(path)
+        integers = [c for c in ("n_states", "n_parameters") if c in curve or c == "n_states"]
+        whole = all(_whole_numbers(curve.get(c)) for c in integers)
+        bic = pd.to_numeric(curve["bic"], errors="coerce") if "bic" in curve else None
+        if len(curve) == 0 or not whole or bic is None or bic.isna().all():
+            raise FitDirectoryError(
+                f"'{path}' is not a BIC curve (columns n_states and n_parameters: positive integers, bic: numbers)"
+            )
+        return curve
 
     @functools.cached_property
     def zscored(self) -> pd.DataFrame:
@@ -388,6 +457,14 @@ class FitDirectory:
         from bayes_trainmap.monitor.decode import decode_runs
 
         return decode_runs(self, trajectories)
+
+
+def _whole_numbers(column: pd.Series | None) -> bool:
+    """Whether a column holds positive whole numbers only (no missing, text or fractions)."""
+    if column is None:
+        return False
+    values = pd.to_numeric(column, errors="coerce")
+    return bool(values.notna().all() and (values >= 1).all() and (values % 1 == 0).all())
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
