@@ -87,23 +87,10 @@ def bagged_method(opts):
     return make
 
 
-def run_set(name: str, opts) -> dict:
-    ts = load(name)
-    t0 = time.perf_counter()
-    result = pipeline.fit(ts, states=opts.states or "auto", analyze=False, progress=False, seed=0)
-    K = result.n_states
-    conv = steps._convergence_steps(result.prepared)
-    methods = {}
-    if "svi" in opts.methods:
-        methods["svi posterior"] = svi_method(opts)
-    if "bagged" in opts.methods:
-        methods["bagged predictive"] = bagged_method(opts)
+def pool(scored_splits: list[dict]) -> dict:
+    """Coverage and median width ratio per method and class, pooled over splits' items."""
     pooled: dict[str, dict[str, dict[str, list]]] = {}
-    for split in range(opts.splits):
-        scored = split_half(
-            result.runs.Z, result.runs.lengths, conv, K, seed=1000 + split, methods=methods, n_bags=opts.bags, level=opts.level,
-            bag_restarts=opts.bag_restarts, decode=opts.decode,
-        )
+    for scored in scored_splits:
         for method, classes in scored.items():
             for cls, vals in classes.items():
                 slot = pooled.setdefault(method, {}).setdefault(cls, {"covered": [], "width_ratio": []})
@@ -126,6 +113,28 @@ def run_set(name: str, opts) -> dict:
                 "covered": cov.astype(bool).tolist(),
                 "width_ratios": [None if not np.isfinite(r) else float(r) for r in ratio],
             }
+    return table
+
+
+def run_set(name: str, opts) -> dict:
+    ts = load(name)
+    t0 = time.perf_counter()
+    result = pipeline.fit(ts, states=opts.states or "auto", analyze=False, progress=False, seed=0)
+    K = result.n_states
+    conv = steps._convergence_steps(result.prepared)
+    methods = {}
+    if "svi" in opts.methods:
+        methods["svi posterior"] = svi_method(opts)
+    if "bagged" in opts.methods:
+        methods["bagged predictive"] = bagged_method(opts)
+    scored = [
+        split_half(
+            result.runs.Z, result.runs.lengths, conv, K, seed=1000 + split, methods=methods, n_bags=opts.bags,
+            level=opts.level, bag_restarts=opts.bag_restarts, decode=opts.decode,
+        )
+        for split in range(opts.splits)
+    ]
+    table = pool(scored)
     return {"set": name, "K": K, "n_runs": int(result.runs.lengths.size), "seconds": time.perf_counter() - t0, "table": table}
 
 
