@@ -44,7 +44,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np
 
 from bayes_trainmap.data import demo_trajectories
-from bayes_trainmap.fitting import pipeline
+from bayes_trainmap.fitting import pipeline, steps
 from bayes_trainmap.fitting.replication import (
     CLASSES,
     draws_from_bags,
@@ -87,23 +87,10 @@ def bagged_method(opts):
     return make
 
 
-def run_set(name: str, opts) -> dict:
-    ts = load(name)
-    t0 = time.perf_counter()
-    result = pipeline.fit(ts, states=opts.states or "auto", analyze=False, progress=False, seed=0)
-    K = result.n_states
-    steps = pipeline._convergence_steps(ts, "eval_accuracy", pipeline._resolve_threshold(None, None, ts))
-    methods = {}
-    if "svi" in opts.methods:
-        methods["svi posterior"] = svi_method(opts)
-    if "bagged" in opts.methods:
-        methods["bagged predictive"] = bagged_method(opts)
+def pool(scored_splits: list[dict]) -> dict:
+    """Coverage and median width ratio per method and class, pooled over splits' items."""
     pooled: dict[str, dict[str, dict[str, list]]] = {}
-    for split in range(opts.splits):
-        scored = split_half(
-            result.Z, result.lengths, steps, K, seed=1000 + split, methods=methods, n_bags=opts.bags, level=opts.level,
-            bag_restarts=opts.bag_restarts, decode=opts.decode,
-        )
+    for scored in scored_splits:
         for method, classes in scored.items():
             for cls, vals in classes.items():
                 slot = pooled.setdefault(method, {}).setdefault(cls, {"covered": [], "width_ratio": []})
@@ -116,13 +103,39 @@ def run_set(name: str, opts) -> dict:
             slot = classes.get(cls, {"covered": [], "width_ratio": []})
             cov = np.asarray(slot["covered"])
             ratio = np.asarray(slot["width_ratio"])
-            ratio = ratio[np.isfinite(ratio)]
+            finite = np.isfinite(ratio)
             table[method][cls] = {
                 "coverage": float(cov.mean()) if cov.size else None,
                 "n": int(cov.size),
-                "width_ratio": float(np.median(ratio)) if ratio.size else None,
+                "width_ratio": float(np.median(ratio[finite])) if finite.any() else None,
+                # items left out of the width median: the bootstrap's interval has zero width
+                "n_width_undefined": int((~finite).sum()) if ratio.size else 0,
+                "covered": cov.astype(bool).tolist(),
+                "width_ratios": [None if not np.isfinite(r) else float(r) for r in ratio],
             }
-    return {"set": name, "K": K, "n_runs": int(result.lengths.size), "seconds": time.perf_counter() - t0, "table": table}
+    return table
+
+
+def run_set(name: str, opts) -> dict:
+    ts = load(name)
+    t0 = time.perf_counter()
+    result = pipeline.fit(ts, states=opts.states or "auto", analyze=False, progress=False, seed=0)
+    K = result.n_states
+    conv = steps._convergence_steps(result.prepared)
+    methods = {}
+    if "svi" in opts.methods:
+        methods["svi posterior"] = svi_method(opts)
+    if "bagged" in opts.methods:
+        methods["bagged predictive"] = bagged_method(opts)
+    scored = [
+        split_half(
+            result.runs.Z, result.runs.lengths, conv, K, seed=1000 + split, methods=methods, n_bags=opts.bags,
+            level=opts.level, bag_restarts=opts.bag_restarts, decode=opts.decode,
+        )
+        for split in range(opts.splits)
+    ]
+    table = pool(scored)
+    return {"set": name, "K": K, "n_runs": int(result.runs.lengths.size), "seconds": time.perf_counter() - t0, "table": table}
 
 
 def render(report: dict) -> str:

@@ -33,6 +33,7 @@ import numpy as np
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.fitting.robustness import (
     MapQuantities,
+    coefficient_predictive,
     count_predictive,
     map_quantities,
     match_by_role,
@@ -45,6 +46,7 @@ from bayes_trainmap.inference.baum_welch import GaussianHMM
 
 __all__ = [
     "CLASSES",
+    "DISCRETE_CLASSES",
     "IntervalDraws",
     "draws_from_bags",
     "draws_from_posterior",
@@ -97,7 +99,7 @@ def draws_from_bags(bags, *, predictive: bool) -> IntervalDraws:
         edge = count_predictive(bags.stack("edge_runs"), N) / N
         trans = predictive_draws(trans, lower=0, upper=1)
         means = predictive_draws(means)
-        coefs = predictive_draws(coefs)
+        coefs = coefficient_predictive(coefs, bags.stack("coef_se"), bags.stack("df_resid"))
         r2 = predictive_draws(r2, lower=0, upper=1)
     kind = "predictive" if predictive else "bagged"
     return IntervalDraws(edge, trans, means, coefs, r2, bags.stack("detour"), f"{bags.fitter} {kind}")
@@ -111,11 +113,17 @@ def draws_from_posterior(draws, label: str = "posterior") -> IntervalDraws:
     )
 
 
-def _bounds(values: np.ndarray, level: float):
+#: Classes whose draws are counts (of runs, here divided by N): their intervals are
+#: quantiles without interpolation, i.e. observed values, not points between them.
+DISCRETE_CLASSES = ("edge_fraction",)
+
+
+def _bounds(values: np.ndarray, level: float, *, discrete: bool = False):
     tail = (1.0 - level) / 2.0
+    method = "inverted_cdf" if discrete else "linear"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = np.nanquantile(values, [tail, 1.0 - tail], axis=0)
+        lo, hi = np.nanquantile(values, [tail, 1.0 - tail], axis=0, method=method)
     return lo, hi
 
 
@@ -139,9 +147,15 @@ def _targets(ref_a: MapQuantities, q_b: MapQuantities):
 def score_split(method: IntervalDraws, reference: IntervalDraws, ref_a: MapQuantities, q_b: MapQuantities, *, level=0.9):
     """Coverage of B's values by ``method``'s level intervals and width ratios to ``reference``.
 
+    Count classes (:data:`DISCRETE_CLASSES`) take quantiles without interpolation: a
+    count interval interpolated between the bags' counts (e.g. [19.8, 20] runs from
+    one bag at 19 and fifteen at 20) has a width no set of runs can show. Where the
+    reference interval has zero width the ratio is undefined (NaN), and counted.
+
     Returns
     -------
-    dict class -> {"covered": bool array, "width_ratio": float array}
+    dict class -> {"covered": bool array, "width_ratio": float array (NaN where the
+    reference width is 0)}
     """
     out = {}
     for name, (where, truth) in _targets(ref_a, q_b).items():
@@ -151,8 +165,9 @@ def score_split(method: IntervalDraws, reference: IntervalDraws, ref_a: MapQuant
             covered = np.where(truth, p > 1.0 - level, p < level)
             out[name] = {"covered": covered, "width_ratio": np.empty(0)}
             continue
-        lo, hi = _bounds(values, level)
-        rlo, rhi = _bounds(getattr(reference, name), level)
+        discrete = name in DISCRETE_CLASSES
+        lo, hi = _bounds(values, level, discrete=discrete)
+        rlo, rhi = _bounds(getattr(reference, name), level, discrete=discrete)
         if where is None:
             lo, hi, rlo, rhi = (np.atleast_1d(a) for a in (lo, hi, rlo, rhi))
         else:
