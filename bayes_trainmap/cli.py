@@ -18,8 +18,9 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from bayes_trainmap.core.errors import BayesTrainmapError
 from bayes_trainmap.core.executors import add_executor_arguments, executor_from_args
@@ -194,6 +195,8 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fit_dir", metavar="FITDIR")
     parser.add_argument("--quiet", action="store_true", help="print only the report's path")
     parser.add_argument("--verbose", action="store_true", help="also list every run's state path")
+    parser.add_argument("--extra-runs", metavar="NEWRUNS",
+                        help="also decode these runs (any format fit reads) against the fit and list them in the report")
     parser.set_defaults(handler=_cmd_report)
 
 
@@ -316,9 +319,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from bayes_trainmap.report.summary import render_fit_summary
 
     fit_dir = load_fit_dir(args.fit_dir)
-    fit_dir.params  # the model must load, even when analysis.json makes it unnecessary
-    html = write_report(fit_dir.path)["html"]
+    _ = fit_dir.params  # the model must load, even when analysis.json makes it unnecessary
+    extra = None
+    if args.extra_runs:
+        # lazily: decoding extra runs needs the monitor, which a plain report does not
+        from bayes_trainmap.data import load_trajectories
+        from bayes_trainmap.monitor.extra_runs import extra_runs_rows
+        from bayes_trainmap.monitor.model import load_map_model
+
+        extra = extra_runs_rows(load_map_model(fit_dir), load_trajectories(args.extra_runs))
+    html = write_report(fit_dir.path, extra_runs=extra)["html"]
     print(f"report: {html}" if args.quiet else render_fit_summary(fit_dir.path, verbose=args.verbose))
+    if extra and not args.quiet:
+        # lazily: as the report imports above
+        from bayes_trainmap.report.extra_runs import extra_runs_lines
+
+        print("decoded extra runs:\n  " + "\n  ".join(extra_runs_lines(extra)))
     return 0
 
 
@@ -378,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # the reader of stdout went away (`... | head`): not an error
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python's exit flush must not fail again
             return 0
-        except Exception as exc:  # noqa: BLE001 - re-raised unless it is the user's input
+        except Exception as exc:
             if not _is_user_error(exc):
                 raise
             print(f"error: {_one_line(exc)}", file=sys.stderr)

@@ -38,14 +38,14 @@ from heldout_fits import DEMO_SETS, heldout_fit
 from bayes_trainmap.monitor.forecast import first_crossing_index
 from bayes_trainmap.monitor.model import load_map_model
 from bayes_trainmap.monitor.normalize import normalize_offline
-from bayes_trainmap.monitor.online import RunMonitor
+from bayes_trainmap.monitor.online import FORECASTS, RunMonitor
 
 FRACTIONS = (0.10, 0.25, 0.50)
 
 
-def _forecast_run(model, X, steps, outcome, normalization):
+def _forecast_run(model, X, steps, outcome, normalization, forecast):
     """Status after every checkpoint before the first crossing (all checkpoints if none)."""
-    monitor = RunMonitor(model, normalization)
+    monitor = RunMonitor(model, normalization, forecast=forecast)
     statuses = []
     for t in range(len(X)):
         status = monitor.update(X[t], int(steps[t]), float(outcome[t]))
@@ -59,7 +59,7 @@ def evaluate_set(name, args) -> dict:
     records, stuck_rows, meta = [], [], []
     for fold in range(args.folds):
         fd, ts, train, held = heldout_fit(name, args.out, fold=fold, n_folds=args.folds, split_seed=args.split_seed,
-                                          n_restarts=args.restarts)
+                                          restarts=args.restarts)
         model = load_map_model(fd, hazard=args.hazard)
         meta.append({"fold": fold, "n_states": model.n_states, "stuck_states": model.stuck,
                      "hazard": model.hazards.hazard.tolist()})
@@ -73,7 +73,7 @@ def evaluate_set(name, args) -> dict:
             steps = sub.steps()
             acc = sub.outcome(model.outcome)
             c = int(first_crossing_index(acc, np.array([len(acc)]), model.threshold, model.higher_is_better)[0])
-            statuses = _forecast_run(model, X, steps, acc, args.normalization)
+            statuses = _forecast_run(model, X, steps, acc, args.normalization, args.forecast)
             flags = [s.step for s in statuses if s.forecast is not None and s.forecast.p_stuck >= 0.5]
             flags_conv = [s.step for s in statuses if s.forecast is not None and s.forecast.p_converge <= 0.1]
             stuck_rows.append({"run": run, "fold": fold, "converged": c >= 0,
@@ -176,12 +176,14 @@ def main(argv=None) -> int:
                         help="online normalisation; 'given' feeds the run's offline z-scores (hindsight upper bound)")
     parser.add_argument("--hazard", choices=("state", "edge"), default="state",
                         help="convergence hazard per state or per edge (see bayes_trainmap.monitor.forecast)")
+    parser.add_argument("--forecast", choices=FORECASTS, default="duration",
+                        help="explicit-duration chain (default) or the memoryless chain")
     parser.add_argument("--sets", nargs="+", default=list(DEMO_SETS))
     parser.add_argument("--figure", help="save the forecasts-vs-truth figure here (PNG)")
     parser.add_argument("--json", help="also write every forecast here")
     args = parser.parse_args(argv)
     results = {name: evaluate_set(name, args) for name in args.sets}
-    print(f"normalisation: {args.normalization}; hazard per {args.hazard}; {args.folds} fold(s), split seed {args.split_seed}")
+    print(f"forecast: {args.forecast}; normalisation: {args.normalization}; hazard per {args.hazard}; {args.folds} fold(s), split seed {args.split_seed}")
     print("| set | prefix | runs | MAE: train median | MAE: median of later | MAE: forecast median (ratio) | "
           "90% coverage (finite upper end) | MAE: median given converging (ratio) | its 90% coverage |")
     print("|---|---|---|---|---|---|---|---|---|")

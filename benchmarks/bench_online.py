@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         folds = []
         for fold in range(args.folds):
             fd, ts, _, held_ids = heldout_fit(name, args.out, fold=fold, n_folds=args.folds,
-                                              split_seed=args.split_seed, n_restarts=args.restarts)
+                                              split_seed=args.split_seed, restarts=args.restarts)
             folds.append(online_agreement(fd, ts.subset(held_ids)))
         res = results[name] = _pool(folds)
         cells = " | ".join(f"{100 * res[m]['checkpoints']:.1f}% ({100 * res[m]['final_state']:.0f}%)"

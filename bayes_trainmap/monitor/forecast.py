@@ -49,6 +49,7 @@ __all__ = [
     "estimate_hazards",
     "first_crossing_index",
     "forecast_convergence",
+    "forecast_from_pmf",
     "stuck_states",
 ]
 
@@ -270,13 +271,31 @@ def forecast_convergence(
         u = np.einsum("sj,sjk->sk", u, carry)
     stuck_idx = np.asarray(list(stuck), dtype=np.int64)
     p_stuck = float(u[:, stuck_idx].sum(axis=1).mean()) if stuck_idx.size else 0.0
-    mixed = pmf.mean(axis=0)
-    cdf = np.cumsum(mixed)
+    return forecast_from_pmf(pmf.mean(axis=0), p_stuck, level)
+
+
+def forecast_from_pmf(pmf: np.ndarray, p_stuck: float, level: float = 0.9) -> Forecast:
+    """The :class:`Forecast` summaries (median, interval, ``P(R <= H)``) of an exact pmf.
+
+    Parameters
+    ----------
+    pmf : numpy.ndarray, shape (H,)
+        ``P(R = r)``, r = 1..H (mixed over posterior draws already).
+    p_stuck : float
+    level : float
+        Interval level in (0, 1).
+
+    Returns
+    -------
+    Forecast
+    """
+    pmf = np.asarray(pmf, dtype=float)
+    cdf = np.cumsum(pmf)
     tail = (1.0 - float(level)) / 2.0
     return Forecast(
-        pmf=mixed,
-        p_converge=float(cdf[-1]) if H else 0.0,
-        p_stuck=p_stuck,
+        pmf=pmf,
+        p_converge=float(cdf[-1]) if pmf.size else 0.0,
+        p_stuck=float(p_stuck),
         level=float(level),
         median=_quantile(cdf, 0.5),
         interval=(_quantile(cdf, tail), _quantile(cdf, 1.0 - tail)),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bayes_trainmap.data.fitdir import POSTERIOR_FILE, FitDirectory
+from bayes_trainmap.monitor.duration import DurationModel, estimate_duration_model
 from bayes_trainmap.monitor.forecast import (
     Hazards,
     estimate_hazards,
@@ -48,6 +49,10 @@ class MapModel:
     threshold : float
     higher_is_better : bool
     hazards : Hazards or None
+        Duration-free hazards (the memoryless chain, ``forecast="chain"``).
+    durations : DurationModel or None
+        The explicit-duration chain (``forecast="duration"``, the default of
+        :class:`~bayes_trainmap.monitor.online.RunMonitor`).
     stuck : list of int
         States in which no converged fitted run ends.
     interval : float
@@ -68,6 +73,7 @@ class MapModel:
     threshold: float = float("nan")
     higher_is_better: bool = True
     hazards: Hazards | None = None
+    durations: DurationModel | None = None
     stuck: list = field(default_factory=list)
     interval: float = 1.0
     budget: int = 0
@@ -136,6 +142,7 @@ def load_map_model(fit_dir, *, hazard: str = "state") -> MapModel:
     gaps = np.concatenate([np.diff(steps[a:b]) for a, b in itertools.pairwise(starts) if b - a > 1] or [[1]])
     model.interval = float(np.median(gaps))
     model.budget = int(lengths.max())
+    model.trans_draws = _trans_draws(fd.path, K)
     if outcome is not None and threshold is not None and outcome in frame.columns:
         model.outcome = str(outcome)
         model.threshold = float(threshold)
@@ -144,8 +151,9 @@ def load_map_model(fit_dir, *, hazard: str = "state") -> MapModel:
                                         model.higher_is_better)
         model.hazards = estimate_hazards(paths, lengths, crossing, K, by=hazard)
         model.stuck = stuck_states(paths, lengths, crossing, K)
+        model.durations = estimate_duration_model(paths, lengths, crossing, model.trans_for_forecast,
+                                                  params.start_prob, model.stuck, model.budget)
         model.train_convergence_steps = np.array(
             [steps[starts[i] + c] for i, c in enumerate(crossing) if c >= 0], dtype=float
         )
-    model.trans_draws = _trans_draws(fd.path, K)
     return model

@@ -14,12 +14,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bayes_trainmap.core.errors import BayesTrainmapError
+from bayes_trainmap.monitor.duration import DurationFilter, forecast_with_durations
 from bayes_trainmap.monitor.forecast import Forecast, forecast_convergence
 from bayes_trainmap.monitor.model import MapModel
 from bayes_trainmap.monitor.normalize import make_normalizer
 from bayes_trainmap.monitor.streaming import StreamingFilter
 
-__all__ = ["RunMonitor", "RunStatus"]
+__all__ = ["FORECASTS", "RunMonitor", "RunStatus"]
+
+#: Convergence forecasts: the explicit-duration chain (:mod:`~bayes_trainmap.monitor.duration`)
+#: or the memoryless one (:func:`~bayes_trainmap.monitor.forecast.forecast_convergence`).
+FORECASTS = ("duration", "chain")
 
 
 @dataclass(frozen=True)
@@ -84,12 +90,21 @@ class RunMonitor:
         Online normalisation (see :mod:`bayes_trainmap.monitor.normalize`).
     level : float
         Level of the forecast interval.
+    forecast : {"duration", "chain"}
+        ``"duration"`` (default): the explicit-duration chain, filtered over (state,
+        time in state) given every earlier non-crossing; ``"chain"``: the memoryless
+        absorbing chain from the HMM's filtered state.
     """
 
-    def __init__(self, model: MapModel, normalization: str = "blend", *, level: float = 0.9):
+    def __init__(self, model: MapModel, normalization: str = "blend", *, level: float = 0.9,
+                 forecast: str = "duration"):
+        if forecast not in FORECASTS:
+            raise BayesTrainmapError(f"forecast must be one of {', '.join(FORECASTS)}, got {forecast!r}")
         self.model = model
         self.normalize = make_normalizer(normalization, model.reference)
         self.filter = StreamingFilter(model.params)
+        self.forecast_kind = forecast
+        self.durations = DurationFilter(model.durations) if model.durations is not None else None
         self.level = float(level)
         self.status: RunStatus | None = None
         self.converged_step: int | None = None
@@ -98,7 +113,8 @@ class RunMonitor:
     def update(self, features: np.ndarray, step: int, outcome: float | None = None) -> RunStatus:
         """Add one checkpoint: raw ``features`` (d,) in ``model.features`` order, its step and outcome."""
         model = self.model
-        filtered = self.filter.update(self.normalize(features))
+        log_b = self.filter.log_emission(self.normalize(features))
+        filtered = self.filter.update_log_emission(log_b)
         state = int(np.argmax(filtered))
         previous = None if self.status is None else self.status.state
         new_edge = None
@@ -112,10 +128,15 @@ class RunMonitor:
                                                else (outcome <= model.threshold)):
             self.converged_step = int(step)
         forecast = None
+        if self.durations is not None and self.converged_step is None:
+            self.durations.update(log_b, survived=bool(known and np.isfinite(outcome)))
         if model.hazards is not None and self.converged_step is None:
             horizon = max(model.budget - self.filter.n_updates, 0)
-            forecast = forecast_convergence(filtered, model.trans_for_forecast, model.hazards.hazard, horizon,
-                                            model.stuck, level=self.level)
+            if self.forecast_kind == "duration":
+                forecast = forecast_with_durations(self.durations.joint, model.durations, horizon, level=self.level)
+            else:
+                forecast = forecast_convergence(filtered, model.trans_for_forecast, model.hazards.hazard, horizon,
+                                                model.stuck, level=self.level)
         self.status = RunStatus(
             step=int(step),
             n_checkpoints=self.filter.n_updates,

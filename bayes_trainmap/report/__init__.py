@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 
-def write_report(fit_dir: str | os.PathLike, *, analysis: Analysis | None = None) -> dict[str, Path]:
+def write_report(
+    fit_dir: str | os.PathLike, *, analysis: Analysis | None = None, extra_runs: list | None = None
+) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, ``report.json``, the figures and the analysis they render.
 
     ``analysis.json`` is (re)written too, so that a fit directory's report and its
@@ -47,6 +49,9 @@ def write_report(fit_dir: str | os.PathLike, *, analysis: Analysis | None = None
     analysis : Analysis, optional
         Default: :func:`load_analysis` of the directory (``analysis.json``, or the same
         analysis recomputed from the directory's files).
+    extra_runs : list of dict, optional
+        Decoded runs that were not fitted, for the "Decoded extra runs" section
+        (:func:`bayes_trainmap.monitor.extra_runs.extra_runs_rows`).
 
     Returns
     -------
@@ -56,7 +61,7 @@ def write_report(fit_dir: str | os.PathLike, *, analysis: Analysis | None = None
     fd = load_fit_dir(fit_dir)
     analysis = analysis if analysis is not None else load_analysis(fd.path)
     figures = write_figures(fd, analysis)
-    report = build_report(fd.path, analysis, figures)
+    report = build_report(fd.path, analysis, figures, extra_runs)
     validate_report_json(report)
     paths = {kind: fd.path / name for kind, name in REPORT_FILES.items()}
     write_json(fd.path / ANALYSIS_FILE, analysis.to_dict())

@@ -51,6 +51,10 @@ Numbers that are undefined are ``null``; every other value is finite.
 ``robustness``        ``Analysis.robustness`` (:func:`bayes_trainmap.fitting.robustness.robustness_section`:
                       share of resampled fits reproducing each edge, the fork and each
                       detour; the K chosen on resamples) or null
+``extra_runs``        only with ``report --extra-runs``: ``[{run, n_checkpoints, last_step,
+                      path, new_edges: [{source, target, step}], detours: [{state,
+                      first_step, last_step, n_checkpoints}], current_state,
+                      converged_step, predicted_step, interval, p_converge, p_stuck}]``
 """
 
 from __future__ import annotations
@@ -137,8 +141,8 @@ def hmm_curve(fd) -> pd.DataFrame | None:
     return curve
 
 
-def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None = None) -> dict[str, Any]:
-    """The ``report.json`` dictionary (structure in the module docstring)."""
+def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None = None, extra_runs=None) -> dict[str, Any]:
+    """The ``report.json`` dictionary (structure in the module docstring; ``extra_runs`` rows kept as given)."""
     fd = load_fit_dir(fit_dir)
     analysis = analysis if analysis is not None else load_analysis(fd.path)
     summary, options, resolved = fd.summary, fd.config.get("config", {}), fd.resolved
@@ -230,6 +234,7 @@ def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None
         "robustness": analysis.robustness,
         "warnings": warnings_,
         "figures": figures or {},
+        **({} if extra_runs is None else {"extra_runs": list(extra_runs)}),
     }
     return to_jsonable(report)
 
@@ -316,9 +321,9 @@ def validate_report_json(d: dict) -> None:
         ident = reg["identified"]
         if not isinstance(ident, list) or len(ident) != k or not all(isinstance(v, bool) for v in ident):
             problems.append(f"regression.identified must be a list of {k} booleans")
-        elif isinstance(reg.get("detour"), list) and len(reg["detour"]) == k:
-            if any(d and not i for d, i in zip(reg["detour"], ident)):
-                problems.append("regression.detour flags a state that is not identified")
+        elif (isinstance(reg.get("detour"), list) and len(reg["detour"]) == k
+              and any(d and not i for d, i in zip(reg["detour"], ident))):
+            problems.append("regression.detour flags a state that is not identified")
     for key in ("r_squared", "p_value", "dissimilarity", "forking"):
         if key not in d["table1"]:
             problems.append(f"table1 is missing {key!r}")

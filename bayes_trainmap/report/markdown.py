@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from bayes_trainmap.report.extra_runs import extra_runs_markdown
 from bayes_trainmap.report.glossary import GLOSSARY_NOTE
 from bayes_trainmap.report.robustness import (
     robustness_markdown,
@@ -39,10 +40,10 @@ def render_markdown(report: dict) -> str:
     out += ["## Summary (paper Table 1 row)", "", _md_table(*t["table1"]), ""]
     detours = report["detour_states"]
     out += [
-        f"Detour states: {', '.join(map(str, detours)) if detours else 'none'}. "
+        (f"Detour states: {', '.join(map(str, detours)) if detours else 'none'}. "
         f"The map is {'forking' if report['table1']['forking'] else 'linear'} (judged without one-checkpoint "
         "j → k → j flickers); trajectory dissimilarity is the mean "
-        f"pairwise Wasserstein distance between runs' state distributions ({report['table1']['ground_metric']} ground metric).",
+        f"pairwise Wasserstein distance between runs' state distributions ({report['table1']['ground_metric']} ground metric)."),
         "",
         "## Training map",
         "",
@@ -64,9 +65,9 @@ def render_markdown(report: dict) -> str:
         out += [
             _md_table(*t["table4"]),
             "",
-            "HMM: this fit's Gaussian HMM on all features; k-means: k-means clustering of the checkpoints; "
+            ("HMM: this fit's Gaussian HMM on all features; k-means: k-means clustering of the checkpoints; "
             "HMM-1: a Gaussian HMM on the L2 norm alone (the paper's appendix C baselines). "
-            "BICs are comparable only within a model class.",
+            "BICs are comparable only within a model class."),
             "",
         ]
     if "selection_curves" in fig:
@@ -81,6 +82,8 @@ def render_markdown(report: dict) -> str:
             out += [f"![ELBO]({fig['elbo']['png']})", ""]
     if report.get("robustness"):
         out += robustness_markdown(report["robustness"], _md_table)
+    if report.get("extra_runs"):
+        out += extra_runs_markdown(report["extra_runs"], _md_table)
     out += ["---", "", f"Re-render with `python -m bayes_trainmap report <FITDIR>` (bayes_trainmap {report['package_version']}).", ""]
     return "\n".join(out)
 

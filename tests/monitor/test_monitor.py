@@ -13,9 +13,18 @@ from bayes_trainmap.data.fitdir import load_fit_dir
 from bayes_trainmap.fitting import pipeline
 from bayes_trainmap.inference.forward_backward import filtered_posteriors
 from bayes_trainmap.inference.params import HMMParams
-from bayes_trainmap.monitor.forecast import estimate_hazards, first_crossing_index, forecast_convergence, stuck_states
+from bayes_trainmap.monitor.forecast import (
+    estimate_hazards,
+    first_crossing_index,
+    forecast_convergence,
+    stuck_states,
+)
 from bayes_trainmap.monitor.model import load_map_model
-from bayes_trainmap.monitor.normalize import PrefixNormalizer, normalize_online, reference_from_fit
+from bayes_trainmap.monitor.normalize import (
+    PrefixNormalizer,
+    normalize_online,
+    reference_from_fit,
+)
 from bayes_trainmap.monitor.streaming import StreamingFilter
 
 
