@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ._numba_kernels import (
+    ROW_BLOCK,
     n_row_blocks,
     quadratic_features,
     row_dots,
@@ -28,6 +29,14 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: Posterior weights at or below this are skipped in the weighted moments (far
 #: below the rounding error of sums of probabilities; see weighted_column_sums).
 _NEGLIGIBLE_WEIGHT = 1e-20
+
+#: Above this many bytes the feature matrix of numpy data is not kept but rebuilt in
+#: chunks at each use (long runs: 800,000 checkpoints x 119 features are 760 MB).
+MAX_FEATURE_BYTES = 256 * 2**20
+
+#: Rows per rebuilt chunk: a multiple of ``ROW_BLOCK``, so the block partial sums, and
+#: hence every result, are bit-identical to those of the whole matrix.
+_CHUNK_ROWS = 16 * ROW_BLOCK
 
 
 def _is_torch(x) -> bool:
@@ -154,15 +163,20 @@ class QuadraticFeatures:
     standardised data the results agree with :func:`gaussian_log_likelihood`
     (which whitens ``x - mu_k`` directly) to ~1e-13 relative. The products run in
     numba kernels for numpy data and as matmuls for torch tensors. The cost is the
-    memory for ``F``: n (d + d(d+1)/2) floats (190 MB for n = 200 000, d = 14).
+    memory for ``F``: n (d + d(d+1)/2) floats (190 MB for n = 200 000, d = 14). For
+    numpy data whose ``F`` would exceed ``max_feature_bytes``, only ``X - c`` is kept
+    and ``F`` is rebuilt in chunks of rows at each use: the same results bit for bit,
+    a little slower, and memory bounded by one chunk.
 
     Parameters
     ----------
     X : array or torch.Tensor, shape (n, d)
     covariance_type : {"full", "diag"}
+    max_feature_bytes : int, optional
+        Keep ``F`` only up to this size (default :data:`MAX_FEATURE_BYTES`; numpy data only).
     """
 
-    def __init__(self, X, covariance_type: str = "full"):
+    def __init__(self, X, covariance_type: str = "full", max_feature_bytes: int | None = None):
         if covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be 'full' or 'diag', got {covariance_type!r}")
         self.covariance_type = covariance_type
@@ -185,8 +199,26 @@ class QuadraticFeatures:
             ju_t = torch.as_tensor(ju, device=Xc.device)
             self.F = torch.cat([Xc, Xc[:, iu_t] * Xc[:, ju_t]], dim=1).contiguous()
         else:
-            self.F = np.empty((self.n, self.d + len(iu)))
-            quadratic_features(np.ascontiguousarray(Xc), iu.astype(np.int64), ju.astype(np.int64), self.F)
+            self._pairs = iu.astype(np.int64), ju.astype(np.int64)
+            self.n_columns = self.d + len(iu)
+            limit = MAX_FEATURE_BYTES if max_feature_bytes is None else int(max_feature_bytes)
+            if self.n * self.n_columns * 8 > limit:
+                self.F, self._Xc = None, np.ascontiguousarray(Xc)  # rebuilt per chunk in _chunks
+            else:
+                self.F, self._Xc = np.empty((self.n, self.n_columns)), None
+                quadratic_features(np.ascontiguousarray(Xc), *self._pairs, self.F)
+
+    def _chunks(self):
+        """``(start, F[start:stop])`` over the rows; the whole ``F`` at once when it is kept."""
+        if self.F is not None:
+            yield 0, self.F
+            return
+        buffer = np.empty((min(self.n, _CHUNK_ROWS), self.n_columns))
+        for start in range(0, self.n, _CHUNK_ROWS):
+            rows = self._Xc[start:start + _CHUNK_ROWS]
+            chunk = buffer[: len(rows)]
+            quadratic_features(rows, *self._pairs, chunk)
+            yield start, chunk
 
     def _as_data_kind(self, a: np.ndarray):
         if self.is_torch:
@@ -229,7 +261,9 @@ class QuadraticFeatures:
         const = d * _LOG_2PI + log_det + np.einsum("ki,ki->k", lin, mu)
         if not self.is_torch:
             out = np.empty((self.n, means.shape[0]))
-            row_dots(self.F, weights, np.ascontiguousarray(const), out)
+            const = np.ascontiguousarray(const)
+            for start, F in self._chunks():
+                row_dots(F, weights, const, out[start:start + len(F)])
             return out
         out = self.F @ self._as_data_kind(weights.T)
         out += self._as_data_kind(const)
@@ -257,8 +291,12 @@ class QuadraticFeatures:
         else:
             weights = np.ascontiguousarray(weights, dtype=np.float64)
             blocks, K = n_row_blocks(self.n), weights.shape[1]
-            partial, partial_mass = np.empty((blocks, K, self.F.shape[1])), np.empty((blocks, K))
-            weighted_column_sums(weights, self.F, partial, partial_mass, _NEGLIGIBLE_WEIGHT)
+            partial, partial_mass = np.empty((blocks, K, self.n_columns)), np.empty((blocks, K))
+            for start, F in self._chunks():
+                first = start // ROW_BLOCK
+                last = first + n_row_blocks(len(F))
+                weighted_column_sums(weights[start:start + len(F)], F, partial[first:last],
+                                     partial_mass[first:last], _NEGLIGIBLE_WEIGHT)
             sums, mass = partial.sum(0), partial_mass.sum(0)
         d = self.d
         safe = np.maximum(mass, np.finfo(float).tiny)[:, None]
