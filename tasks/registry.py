@@ -20,6 +20,7 @@ _BUILTIN_TASKS: dict[str, str] = {
     "mnist": ".image_mlp:MnistTask",
     "digits": ".image_mlp:DigitsTask",
     "modular_addition": ".modular_addition:ModularAdditionTask",
+    "modular_addition_mlp": ".modular_addition_mlp:ModularAdditionMLPTask",
     "cifar100": ".cifar100:Cifar100Task",
     "mlm": ".mlm:MLMTask",
 }
