@@ -10,8 +10,11 @@ decay). A plain MLP is trained by the stacked-MLP ensemble path
 (:mod:`tasks.stacked_mlp`), many times faster on a CPU than the transformer.
 
 Defaults (issue 17's detour search, docs/reproduction.md, "Searching for a CPU-feasible
-detour"): p = 47, a 40% training split (884 of 2209 problems), hidden width 256,
-AdamW lr 1e-3, weight decay 1.0, full batch, 3000 steps with a checkpoint every 10.
+detour"): p = 47, a 50% training split (1104 of 2209 problems), hidden width 256,
+AdamW lr 5e-3, weight decay 1.0, full batch, 4000 steps with a checkpoint every 20.
+Seeds 0-7 memorised the training set by step 100 and crossed 0.9 evaluation accuracy
+at steps 2500-3000 (checked every 100 steps); with a 40% split and lr 1e-3 none had
+generalised after 3000 steps, with lr 5e-3 none after 4000.
 
 Weight statistics: both linear layers' weights are matrices, their biases biases (the
 default selection, :func:`tasks.stats.default_parameter_selection`).
@@ -54,15 +57,15 @@ class ModularAdditionMLPTask(Task):
     description = "(a + b) mod p with an MLP on one-hot inputs, AdamW, wd 1.0 (not in the paper; CPU-sized)"
     default_config: ClassVar[dict[str, Any]] = {
         "p": 47,
-        "train_fraction": 0.4,
+        "train_fraction": 0.5,
         "hidden": 256,
         "optimizer": "adamw",
-        "lr": 1e-3,
+        "lr": 5e-3,
         "weight_decay": 1.0,
         "betas": [0.9, 0.999],
-        "batch_size": 884,
-        "steps": 3000,
-        "eval_every": 10,
+        "batch_size": 1104,
+        "steps": 4000,
+        "eval_every": 20,
     }
     smoke_config: ClassVar[dict[str, Any]] = {"p": 7, "train_fraction": 0.5, "hidden": 16, "batch_size": 16, "steps": 40, "eval_every": 10}
     threshold = 0.9

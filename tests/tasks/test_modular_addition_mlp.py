@@ -16,7 +16,7 @@ def test_inputs_encode_both_operands_and_targets_are_their_sum():
     task = get_task("modular_addition_mlp")
     p = task.config["p"]
     data = task.build_data(3)
-    assert data.n_train == round(0.4 * p * p) == task.config["batch_size"]  # full batch
+    assert data.n_train == round(0.5 * p * p) == task.config["batch_size"]  # full batch
     for x, y in ((data.train_inputs, data.train_targets), (data.eval_inputs, data.eval_targets)):
         assert x.shape[1] == 2 * p and set(x.unique().tolist()) == {0.0, 1.0}
         assert (x[:, :p].sum(1) == 1).all() and (x[:, p:].sum(1) == 1).all()
