@@ -9,6 +9,9 @@
 #   modular_addition (variant "reduced", not the paper's size): p = 23, 1200 full-batch
 #                    AdamW steps, a checkpoint every 10 (121 per run); threshold 0.9.
 #                    This one takes about 30 minutes: the transformer is compute-bound.
+#   sparse_parities_h256: paper settings with hidden width 256 instead of 128 (issue 17's
+#                    detour search, docs/reproduction.md), 40000 SGD steps, a checkpoint
+#                    every 200 (201 per run); about 15 minutes on the loaded machine.
 #
 # Usage: scripts/make_demo_data.sh [OUT_DIR]   (default: bayes_trainmap/demo_data)
 set -euo pipefail
@@ -23,3 +26,5 @@ OUT=${1:-bayes_trainmap/demo_data}
     --device cpu --out "$OUT/digits"
 "$PYTHON" -m bayes_trainmap collect --task modular_addition --variant reduced --seeds 0-39 \
     --device cpu --out "$OUT/modular_addition"
+"$PYTHON" -m bayes_trainmap collect --task sparse_parities --seeds 0-39 --steps 40000 --eval-every 200 \
+    --set hidden=256 --device cpu --out "$OUT/sparse_parities_h256"

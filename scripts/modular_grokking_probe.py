@@ -1,6 +1,6 @@
-"""Measure how fast a (reduced) modular-addition setting groks on this machine.
+"""Measure how fast a (reduced) modular-addition setting -- or any task (``--task``) -- groks here.
 
-Trains seeds of the ``modular_addition`` task through the shared loop and prints,
+Trains seeds of a task (default ``modular_addition``) through the shared loop and prints,
 per seed, the first step where training accuracy reaches 0.99 (memorisation), the
 first checkpoint where evaluation accuracy reaches the threshold (default 0.9,
 the paper's), whether it stays above ``threshold - 0.1`` afterwards, and the
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+
+import numpy as np
 
 from bayes_trainmap.tasks.ensemble import train_ensemble
 from bayes_trainmap.tasks.loop import RunResult, train_sequential
@@ -39,9 +41,19 @@ def summarise(result: RunResult, threshold: float) -> dict:
     }
 
 
+def spread(rows: list[dict]) -> dict:
+    """Fraction of seeds crossing the threshold and the min / median / max crossing step."""
+    steps = sorted(r["threshold_step"] for r in rows if r["threshold_step"] is not None)
+    out = {"converged": f"{len(steps)}/{len(rows)}"}
+    if steps:
+        out.update(min=steps[0], median=float(np.median(steps)), max=steps[-1])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=4, help="train seeds 0..N-1")
+    parser.add_argument("--task", default="modular_addition")
     parser.add_argument("--variant", default="default")
     parser.add_argument("--ensemble", action="store_true", help="train the seeds together with torch.func")
     parser.add_argument("--threshold", type=float, default=0.9)
@@ -51,15 +63,17 @@ def main() -> None:
     for item in args.overrides:
         key, _, value = item.partition("=")
         overrides[key] = json.loads(value)
-    task = get_task("modular_addition", variant=args.variant, **overrides)
+    task = get_task(args.task, variant=args.variant, **overrides)
     seeds = list(range(args.seeds))
     if args.ensemble:
         started = time.perf_counter()
         results = train_ensemble(task, seeds, device="cpu")
         elapsed = time.perf_counter() - started
         print(f"{len(seeds)} seeds together ({results[0].trainer}): {elapsed:.1f} s, {elapsed / len(seeds):.1f} s per seed")
-        for result in results:
-            print(summarise(result, args.threshold))
+        rows = [summarise(result, args.threshold) for result in results]
+        for row in rows:
+            print(row)
+        print(spread(rows))
     else:
         for seed in seeds:
             started = time.perf_counter()

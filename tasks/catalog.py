@@ -195,6 +195,18 @@ _SPECS = (
         implementation=".modular_addition:ModularAdditionTask",
     ),
     TaskSpec(
+        name="modular_addition_mlp",
+        description="(a + b) mod p with an MLP on one-hot inputs, AdamW, wd 1.0 (not in the paper; CPU-sized)",
+        default_config={
+            "p": 47, "train_fraction": 0.5, "hidden": 256, "optimizer": "adamw", "lr": 5e-3,
+            "weight_decay": 1.0, "betas": [0.9, 0.999], "batch_size": 1104, "steps": 4000, "eval_every": 20,
+        },
+        smoke_config={"p": 7, "train_fraction": 0.5, "hidden": 16, "batch_size": 16, "steps": 40, "eval_every": 10},
+        threshold=0.9,
+        data_depends_on_seed=True,
+        implementation=".modular_addition_mlp:ModularAdditionMLPTask",
+    ),
+    TaskSpec(
         name="cifar100",
         description="CIFAR-100 with a CIFAR ResNet18, AdamW, wd 1.0, crop+flip (He et al. 2016)",
         default_config={

@@ -72,6 +72,7 @@ ROW_NAMES: dict[str, str] = {
 #: variant) are smaller CPU stand-ins, so their comparison is only indicative.
 DEMO_SETTINGS: dict[str, str] = {
     "sparse_parities": "sparse_parities",
+    "sparse_parities_h256": "sparse_parities",
     "digits": "mnist",
     "modular_addition": "modular_addition",
 }
