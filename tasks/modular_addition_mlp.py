@@ -22,7 +22,6 @@ default selection, :func:`tasks.stats.default_parameter_selection`).
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
