@@ -43,15 +43,17 @@ from .bayes_model import (
 from .emissions import gaussian_log_likelihood
 from .forward_backward import forward_backward
 from .guides import GUIDES
+from .threads import thread_budget
 
 __all__ = [
+    "DEFAULT_GUIDE",
+    "GUIDES",
+    "MAX_FULL_RANK",
     "BayesianFit",
+    "auto_guide",
+    "elbo_converged",
     "fit_map",
     "fit_svi",
-    "GUIDES",
-    "DEFAULT_GUIDE",
-    "MAX_FULL_RANK",
-    "auto_guide",
     "off_the_boundary",
 ]
 
@@ -100,6 +102,10 @@ class BayesianFit:
         Whether the relative-change criterion stopped the fit before ``steps``.
     n_states, covariance_type, prior
         The model.
+    settings : dict
+        Every optimisation setting the fit used, defaults resolved (optimizer, steps,
+        tolerances, learning rate, warm start, initial scale, CPU threads), for
+        ``config.json``.
     """
 
     mode: str
@@ -112,6 +118,7 @@ class BayesianFit:
     prior: HMMPrior
     guide: object = field(repr=False, default=None)
     model_args: tuple = field(repr=False, default=())
+    settings: dict = field(default_factory=dict)
 
     @property
     def n_steps(self) -> int:
@@ -166,17 +173,50 @@ def _prepare(Z, lengths, device):
     return Z, lengths, device
 
 
-def _has_converged(history: list[float], window: int, tol: float) -> bool:
-    """Relative change of the mean ELBO between the last two windows is below ``tol``."""
-    if len(history) < 2 * window:
+def elbo_converged(history, window: int, tol: float) -> bool:
+    """Least-squares trend test of the last ``window`` ELBO values: has the ELBO stopped changing?
+
+    Fits ``elbo_t = a + b t`` by least squares to the last ``window`` values and
+    bounds the change the trend projects over one more window by ``(|b| + 2 se(b))
+    window`` (``se`` from the residual scatter, i.e. the step-to-step noise of the
+    one-sample ELBO). The fit has converged when that bound is below ``tol``
+    relative to the ELBO, ``tol * max(|mean|, 1)``: the ELBO is then known to move by
+    less than the tolerance per window, not merely to be too noisy to tell. A noisy
+    ELBO (a guide still far from the posterior) therefore keeps the fit running
+    until ``steps`` and is reported as not converged. The test before (relative
+    change of the mean between two windows) could neither stop on a flat noisy
+    ELBO nor tell a trend from noise.
+
+    Parameters
+    ----------
+    history : sequence of float, shape (n_steps,)
+        ELBO per step.
+    window : int
+        Steps in the test (at least 3); fewer steps run means "not converged".
+    tol : float
+        Relative tolerance of the projected change per window.
+
+    Returns
+    -------
+    bool
+    """
+    window = int(window)
+    if window < 3 or len(history) < window:
         return False
-    recent = np.mean(history[-window:])
-    previous = np.mean(history[-2 * window : -window])
-    return abs(recent - previous) <= tol * max(abs(recent), 1.0)
+    y = np.asarray(history[-window:], dtype=float)
+    t = np.arange(window, dtype=float) - (window - 1) / 2.0
+    sxx = float(t @ t)
+    slope = float(t @ (y - y.mean())) / sxx
+    residual = y - y.mean() - slope * t
+    se = np.sqrt(float(residual @ residual) / (window - 2) / sxx)
+    return (abs(slope) + 2.0 * se) * window <= tol * max(abs(float(y.mean())), 1.0)
 
 
-def _optimise(model_args, guide, *, steps, lr, lr_decay, tol, window, progress, desc, average=False):
-    """Run SVI until the ELBO stops changing; returns (history, converged).
+def _optimise(
+    model_args, guide, *, steps, lr, lr_decay, tol, window, progress, desc, average=False, check_every=None
+):
+    """Run SVI until the ELBO stops changing (:func:`elbo_converged`, tested every
+    ``check_every`` steps, default ``window // 4``); returns (history, converged).
 
     With ``average``, the guide's parameters are finally set to the mean of their
     iterates over the last complete ``window`` steps (tail, or Polyak-Ruppert,
@@ -191,6 +231,7 @@ def _optimise(model_args, guide, *, steps, lr, lr_decay, tol, window, progress, 
     history: list[float] = []
     converged = False
     tail = _TailAverage(window) if average else None
+    check_every = max(1, int(check_every or window // 4))
     with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
         for _ in range(steps):
             # Argument validation costs ~10% of a step on small data; the model's
@@ -205,9 +246,9 @@ def _optimise(model_args, guide, *, steps, lr, lr_decay, tol, window, progress, 
             if tail is not None:
                 tail.add(guide)
             bar.update(1)
-            if len(history) % window == 0:
+            if len(history) % check_every == 0:
                 bar.set_postfix(elbo=f"{history[-1]:.4g}")
-                if _has_converged(history, window, tol):
+                if elbo_converged(history, window, tol):
                     converged = True
                     break
     if tail is not None:
@@ -316,6 +357,7 @@ def fit_map(
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    threads: int | None = None,
 ) -> BayesianFit:
     """MAP estimate with an ``AutoDelta`` guide ("MAP Baum-Welch").
 
@@ -340,14 +382,17 @@ def fit_map(
         Adam only: learning rate, decayed geometrically to ``lr * lr_decay`` over ``steps``.
     tol : float
         Stop when the log joint changes by less than ``tol`` (relative) between
-        iterations (L-BFGS-B's ``ftol``) or between the means of two ``window``-step
-        windows (Adam).
+        iterations (L-BFGS-B's ``ftol``) or over the trend of the last ``window``
+        steps (Adam; :func:`elbo_converged`).
     window : int
         Adam only.
     device : {"cpu", "cuda", "auto"}
     seed : int
     progress : bool
         Show a tqdm progress bar.
+    threads : int, optional
+        CPU thread budget of the fit (:func:`inference.threads.thread_budget`: numba's
+        threads; torch runs on one); default from the cores and the machine's load.
     """
     if optimizer not in ("lbfgs", "adam"):
         raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
@@ -359,17 +404,21 @@ def fit_map(
     model_args = (Z, lengths, K, cov, prior)
     init = sites_from_params(init_params, device=device)
     guide = AutoDelta(hmm_model, init_loc_fn=init_to_value(values=init))
-    if optimizer == "lbfgs":
-        history, converged = _optimise_lbfgs(
-            model_args, guide, steps=steps, tol=tol, progress=progress
-        )
-    else:
-        history, converged = _optimise(
-            model_args, guide, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol,
-            window=window, progress=progress, desc="MAP (Adam)",
-        )
-    with torch.no_grad():
-        point = guide.median(*model_args)
+    with thread_budget(threads) as n_threads:
+        if optimizer == "lbfgs":
+            history, converged = _optimise_lbfgs(
+                model_args, guide, steps=steps, tol=tol, progress=progress
+            )
+        else:
+            history, converged = _optimise(
+                model_args, guide, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol,
+                window=window, progress=progress, desc="MAP (Adam)",
+            )
+        with torch.no_grad():
+            point = guide.median(*model_args)
+    settings = {"optimizer": optimizer, "steps": int(steps), "tol": float(tol), "threads": n_threads}
+    if optimizer == "adam":
+        settings.update(lr=float(lr), lr_decay=float(lr_decay), window=int(window))
     return BayesianFit(
         mode="map",
         guide_name="delta",
@@ -381,6 +430,7 @@ def fit_map(
         prior=prior,
         guide=guide,
         model_args=model_args,
+        settings=settings,
     )
 
 
@@ -445,6 +495,7 @@ def fit_svi(
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    threads: int | None = None,
 ) -> BayesianFit:
     """Stochastic variational inference over the unconstrained HMM parameters.
 
@@ -465,12 +516,15 @@ def fit_svi(
     rank : int, optional
         Rank of the low-rank guide (Pyro's default ``sqrt(dim)`` when None).
     steps, lr, lr_decay, tol, window
-        SVI optimisation, as in :func:`fit_map` (the ELBO is noisy, hence the larger
-        window and tolerance).
+        At most ``steps`` Adam steps, stopped by :func:`elbo_converged` over the last
+        ``window`` steps (tested every ``window // 4``); the guide is then set to its
+        mean over the last complete ``window`` steps.
     map_steps : int
         L-BFGS iterations of the MAP warm start (0 starts the guide at ``init_params``).
     init_scale : float
         Initial posterior standard deviation in unconstrained space.
+    threads : int, optional
+        CPU thread budget, as in :func:`fit_map`.
     """
     if guide not in GUIDES:
         raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
@@ -482,14 +536,13 @@ def fit_svi(
     )
     prior = prior or HMMPrior()
     K, cov = init_params.n_states, init_params.covariance_type
-    start = init_params
-    map_history = np.empty(0)
+    start, map_converged = init_params, None
     if map_steps > 0:
         map_fit = fit_map(
             Z, lengths, init_params, prior=prior, steps=map_steps, device=device,
-            seed=seed, progress=progress,
+            seed=seed, progress=progress, threads=threads,
         )
-        start, map_history = map_fit.params, map_fit.elbo_history
+        start, map_converged = map_fit.params, bool(map_fit.converged)
     start = off_the_boundary(start, Z, lengths, prior)
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
@@ -497,13 +550,20 @@ def fit_svi(
     variational = _make_guide(
         guide_name, sites_from_params(start, device=device), init_scale, rank
     )
-    history, converged = _optimise(
-        model_args, variational, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol,
-        window=window, progress=progress, desc=f"SVI ({guide_name})", average=True,
-    )
-    with torch.no_grad():
-        median = variational.median(*model_args)
-    logger.debug("MAP warm start took %d steps", len(map_history))
+    with thread_budget(threads) as n_threads:
+        history, converged = _optimise(
+            model_args, variational, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol,
+            window=window, progress=progress, desc=f"SVI ({guide_name})", average=True,
+        )
+        with torch.no_grad():
+            median = variational.median(*model_args)
+    settings = {
+        "optimizer": "adam", "steps": int(steps), "lr": float(lr), "lr_decay": float(lr_decay),
+        "tol": float(tol), "window": int(window), "check_every": max(1, int(window) // 4),
+        "convergence_test": "least-squares ELBO trend over the last window (elbo_converged)",
+        "map_steps": int(map_steps), "map_converged": map_converged, "init_scale": float(init_scale),
+        "rank": rank, "particles": 1, "tail_average": True, "threads": n_threads,
+    }
     return BayesianFit(
         mode="svi",
         guide_name=guide_name,
@@ -515,4 +575,5 @@ def fit_svi(
         prior=prior,
         guide=variational,
         model_args=model_args,
+        settings=settings,
     )

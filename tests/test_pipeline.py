@@ -11,12 +11,17 @@ import pytest
 from hmmlearn.hmm import GaussianHMM as ReferenceHMM
 
 from bayes_trainmap.core.device import resolve_device
+from bayes_trainmap.core.errors import (
+    BayesTrainmapError,
+    FitDirectoryError,
+    ModelSelectionError,
+    TrajectoryError,
+)
+from bayes_trainmap.data import TrajectorySet, zscore_per_run
+from bayes_trainmap.data.fitdir import FIT_DIR_FORMAT, is_fit_dir, load_fit_dir
 from bayes_trainmap.fitting import pipeline, steps
 from bayes_trainmap.fitting.result import FitResult
 from bayes_trainmap.report import render_summary
-from bayes_trainmap.data import TrajectorySet, zscore_per_run
-from bayes_trainmap.core.errors import BayesTrainmapError, FitDirectoryError, ModelSelectionError, TrajectoryError
-from bayes_trainmap.data.fitdir import FIT_DIR_FORMAT, is_fit_dir, load_fit_dir
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +213,11 @@ def test_k_at_the_top_of_the_search_range_warns_in_summary_and_report(planted_se
 
 
 def test_model_size_rule_flags_k_the_checkpoints_cannot_support(planted_factory, caplog):
-    from bayes_trainmap.fitting.selection import MIN_VALUES_PER_PARAMETER, model_size_warning, n_free_parameters
+    from bayes_trainmap.fitting.selection import (
+        MIN_VALUES_PER_PARAMETER,
+        model_size_warning,
+        n_free_parameters,
+    )
 
     # The case: K = 20 on 306 training checkpoints of the paper's 14 statistics.
     assert n_free_parameters(20, 14, "full") == 2779
@@ -297,9 +306,18 @@ def test_bayesian_mode_is_dispatched_and_its_posterior_written(planted_set, tmp_
     assert settings["steps"] == 20 and settings["draws"] == 5 and settings["intervals"] == "posterior"
     assert settings["guide"] == result.bayesian.fit.guide_name and settings["steps_run"] <= 20
     assert result.resolved["resampling"]["fitter"] == "mle" and result.analysis.robustness["n_resamples"] == 3
-    out = result.save(tmp_path / "fit", report=False)
+    optimisation = settings["optimisation"]
+    assert optimisation["window"] > 20 and optimisation["threads"] >= 1 and "map_steps" in optimisation
+    assert settings["converged"] is False  # 20 steps cannot fill the convergence test's window
+    out = result.save(tmp_path / "fit")
     assert (out / "posterior.nc").is_file()
     assert json.loads((out / "analysis.json").read_text())["uncertainty"] is not None
+    # The not-converged SVI fit says so in config.json, report.json and the HTML.
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved"]["bayes_settings"]["optimisation"] == optimisation
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert any("SVI" in w and "iteration limit" in w for w in warnings)
+    assert "SVI fit stopped at its iteration limit" in (out / "report.html").read_text()
 
 
 def test_shipped_demo_data_fits_end_to_end(tmp_path):

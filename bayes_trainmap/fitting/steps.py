@@ -299,8 +299,10 @@ def data_warnings(prepared: Prepared, config: FitConfig) -> list[str]:
     if not absent:
         return []
     return [
-        f"{len(absent)} of the paper's {len(STATISTIC_NAMES)} statistics are absent from the data "
-        f"({', '.join(absent)}); the model uses the {len(prepared.runs.features)} present"
+        (
+            f"{len(absent)} of the paper's {len(STATISTIC_NAMES)} statistics are absent from the data "
+            f"({', '.join(absent)}); the model uses the {len(prepared.runs.features)} present"
+        )
     ]
 
 
@@ -398,11 +400,11 @@ def resample(prepared: Prepared, params: HMMParams, config: FitConfig, *, progre
     if config.k_resamples > 0 and len(prepared.states) > 1:
         Z_train, len_train = prepared.runs.rows_in(SPLIT_TRAIN)
         Z_val, len_val = prepared.runs.rows_in(SPLIT_VAL)
-        k_selection = dict(
-            Z_train=Z_train, len_train=len_train, Z_val=Z_val, len_val=len_val, states=prepared.states,
-            n_resamples=config.k_resamples, covariance=config.covariance_type, n_iter=config.n_iter,
-            tol=config.tol, min_covar=config.min_covar, device=prepared.device,
-        )
+        k_selection = {
+            "Z_train": Z_train, "len_train": len_train, "Z_val": Z_val, "len_val": len_val,
+            "states": prepared.states, "n_resamples": config.k_resamples, "covariance": config.covariance_type,
+            "n_iter": config.n_iter, "tol": config.tol, "min_covar": config.min_covar, "device": prepared.device,
+        }
     uncertainty, section, settings = robustness.seed_uncertainty(
         config.mode, params, prepared.runs.Z, prepared.runs.lengths, _convergence_steps(prepared),
         intervals=config.intervals, n_bags=config.bootstrap, interval=config.interval, seed=config.random_state,
@@ -429,6 +431,11 @@ def bayes_settings(config: FitConfig, result: bayesian.BayesianResult | None) ->
         "steps_run": int(fit.n_steps),
         "converged": bool(fit.converged),
         "prior": fit.prior.to_dict(),
+        "optimisation": dict(fit.settings),
+        "interval": float(config.interval),
+        "decode": "viterbi",
+        "seed": int(config.random_state),
+        "device": str(config.device),
     }
 
 

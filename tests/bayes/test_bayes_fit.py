@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bayes_trainmap.inference.baum_welch import GaussianHMM
-from bayes_trainmap.inference.bayes_fit import fit_map, fit_svi
+from bayes_trainmap.inference.bayes_fit import elbo_converged, fit_map, fit_svi
 from bayes_trainmap.inference.bayes_model import HMMPrior
 
 
@@ -36,7 +36,7 @@ def test_default_prior_map_stays_close_on_well_determined_data(planted):
 
 
 def test_svi_is_reproducible_and_samples_valid_parameters(planted):
-    kwargs = dict(steps=30, window=10, map_steps=10, progress=False, guide="normal", seed=3)
+    kwargs = {"steps": 30, "window": 10, "map_steps": 10, "progress": False, "guide": "normal", "seed": 3}
     first = fit_svi(planted.Z, planted.lengths, planted.truth, **kwargs)
     second = fit_svi(planted.Z, planted.lengths, planted.truth, **kwargs)
     np.testing.assert_array_equal(first.elbo_history, second.elbo_history)
@@ -76,3 +76,52 @@ def test_tail_average_keeps_the_mean_of_the_last_complete_window():
         tail.add(module)
     tail.apply(module)
     assert torch.all(module.weight == 5.0) and torch.all(module.bias == -5.0)
+
+
+def test_elbo_trend_test_stops_on_a_flat_elbo_and_not_on_a_rising_or_noisy_one():
+    rng = np.random.default_rng(0)
+    window, tol = 300, 1e-3  # tolerance 5 nats per window at |ELBO| = 5000
+    steps = np.arange(window)
+    for seed in range(20):
+        noise = np.random.default_rng(seed).normal(0.0, 3.0, window)
+        assert elbo_converged(-5000.0 + noise, window, tol)
+        # Rising by 30 nats per window: a clear trend, above the tolerance.
+        assert not elbo_converged(-5000.0 + 0.1 * steps + noise, window, tol)
+        # Flat but so noisy that a change of 5 nats per window cannot be ruled out.
+        assert not elbo_converged(-5000.0 + 20 * noise, window, tol)
+    assert not elbo_converged(rng.normal(size=window - 1), window, tol)  # window not yet filled
+
+
+def test_svi_stops_before_its_step_limit_on_a_converged_toy_problem(planted):
+    fit = fit_svi(planted.Z, planted.lengths, planted.mle().params_, steps=1500, window=100, tol=1e-3, progress=False, seed=0)
+    assert fit.converged and fit.n_steps < 1500
+    assert fit.settings["steps"] == 1500 and fit.settings["window"] == 100 and fit.settings["threads"] >= 1
+    # The stop was earned: the ELBO's last window is flat within the tolerance.
+    assert elbo_converged(fit.elbo_history, fit.settings["window"], fit.settings["tol"])
+
+
+def test_svi_keeps_going_while_the_elbo_still_rises(planted):
+    import dataclasses
+
+    far = dataclasses.replace(planted.truth, means=planted.truth.means + 1.5)
+    fit = fit_svi(
+        planted.Z, planted.lengths, far, steps=200, window=50, lr=1e-3, lr_decay=1.0, map_steps=0,
+        guide="normal", progress=False, seed=0,
+    )
+    assert not fit.converged and fit.n_steps == 200
+    assert fit.elbo_history[-50:].mean() > fit.elbo_history[:50].mean()
+
+
+def test_thread_budget_is_set_for_the_fit_and_restored():
+    import numba
+    import torch
+
+    from bayes_trainmap.inference.threads import thread_budget
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    with thread_budget(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1 and numba.get_num_threads() == 1
+    assert (torch.get_num_threads(), numba.get_num_threads()) == before
+    with thread_budget(10_000) as n:  # capped at numba's configured maximum
+        assert n == numba.config.NUMBA_NUM_THREADS
+    assert (torch.get_num_threads(), numba.get_num_threads()) == before
