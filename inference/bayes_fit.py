@@ -41,6 +41,7 @@ from .bayes_model import (
     sites_from_params,
 )
 from .emissions import gaussian_log_likelihood
+from .errors import DivergenceError
 from .forward_backward import forward_backward
 from .guides import GUIDES
 from .threads import thread_budget
@@ -239,8 +240,8 @@ def _optimise(
             with pyro.validation_enabled(False):
                 loss = svi.step(*model_args)
             if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"{desc}: non-finite loss at step {len(history)}; lower lr (got {lr})"
+                raise DivergenceError(
+                    f"{desc}: the loss became non-finite at step {len(history) + 1}; lower --lr (got {lr:g})"
                 )
             history.append(-float(loss))
             if tail is not None:

@@ -13,3 +13,7 @@ class InferenceError(ValueError):
 
 class ModelSizeError(InferenceError):
     """The requested model cannot be fitted to the data given (e.g. more states than data)."""
+
+
+class DivergenceError(InferenceError):
+    """An optimisation left the finite region (e.g. SVI with too large a learning rate)."""

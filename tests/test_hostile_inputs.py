@@ -238,3 +238,14 @@ def test_damaged_fit_directories_give_a_report_or_one_error_line(capsys, tmp_pat
             assert (work / "fit" / "report.html").is_file(), what
         written = _files_below(tmp_path) - before
         assert all(f.startswith(f"case{case}/") for f in written), (what, written)
+
+
+def test_a_diverging_svi_is_one_error_line(capsys, tmp_path, planted_dir):
+    """Issue 13: `--lr 1e9` makes the ELBO non-finite; one line naming the remedy, no traceback."""
+    out = tmp_path / "fit"
+    status = cli.main(["fit", "--data", planted_dir, "--mode", "svi", "--lr", "1e9", "--steps", "5", "--states", "2",
+                       "--n-restarts", "1", "--bootstrap", "0", "--k-resamples", "0", "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert status == 2 and len(lines) == 1 and "lower --lr" in lines[0], err
+    assert not out.exists()

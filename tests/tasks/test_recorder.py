@@ -237,3 +237,28 @@ def test_a_rerun_in_progress_shadows_the_older_finished_file(tmp_path):
     assert ts.frame["step"].tolist() == [0] and ts.metadata["incomplete"] is True
     os.utime(tmp_path / "run-r.jsonl", (finished - 10, finished - 10))  # a stale log loses
     assert load_trajectories(tmp_path).frame["step"].tolist() == [0, 1]
+
+
+def test_random_run_ids_are_recorded_under_their_own_name_or_refused(tmp_path):
+    """Issue 13, property test: a random run id (separators, dots, control and non-ASCII
+    characters) either round-trips through the recorder and the loader into one file inside
+    the output folder, or is refused with a TaskError before anything is written."""
+    rng = np.random.default_rng(2026)
+    alphabet = list("abcXYZ019-_.~ ") + ["/", "\\", "\t", "\n", "\x00", ":", "é", "λ", "..", "💥", "*", "?"]
+    model = _model()
+    for case in range(40):
+        run = "".join(rng.choice(alphabet, size=int(rng.integers(0, 9))))
+        out = tmp_path / f"case{case}" / "out"
+        try:
+            recorder = TrajectoryRecorder(model, out, run=run, every=1)
+        except TaskError as exc:
+            assert "run id" in str(exc)
+            assert not (tmp_path / f"case{case}").exists() or not any(
+                p.is_file() for p in (tmp_path / f"case{case}").rglob("*"))
+            continue
+        with recorder as rec:
+            for step in range(3):
+                rec.log(step, eval_accuracy=0.5)
+        files = [p for p in (tmp_path / f"case{case}").rglob("*") if p.is_file()]
+        assert len(files) == 1 and files[0].parent == out, (run, files)
+        assert load_trajectories(out).run_ids == [run], run
