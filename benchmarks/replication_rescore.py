@@ -75,12 +75,32 @@ def save(name: str, n_splits: int, n_bags: int, out: str, *, map_bags: bool = Tr
             pickle.dump({"name": name, "K": K, "n_runs": int(L.size), "splits": splits}, fh)
 
 
+#: The only globals a saved file may name: numpy arrays and the two result classes.
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("bayes_trainmap.fitting.robustness", "MapQuantities"), ("bayes_trainmap.fitting.robustness", "BagResult"),
+}  # fmt: skip
+
+
+class _SavedFitsUnpickler(pickle.Unpickler):
+    """Reads what :func:`save` wrote and nothing else: a pickle naming any other global
+    (a function to call, a module to import) is refused, so a file from elsewhere cannot
+    run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing {module}.{name}: not a saved fit of replication_rescore.py save")
+        return super().find_class(module, name)
+
+
 def score(paths: list[str], level: float = 0.9) -> list[dict]:
     """One report per saved set, scored like ``replication.py`` with the current code."""
     reports = []
     for path in paths:
         with open(path, "rb") as fh:
-            saved = pickle.load(fh)
+            saved = _SavedFitsUnpickler(fh).load()
         scored = []
         for s in saved["splits"]:
             reference = draws_from_bags(s["boot"], predictive=False)
