@@ -61,15 +61,13 @@ def _features_arg(values: list[str]) -> list[str]:
     return [name for value in values for name in value.split(",") if name]
 
 
-def _add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_uncertainty_arguments(parser: argparse.ArgumentParser, defaults: FitConfig) -> None:
     """The Bayesian modes' options and the resampling options of every mode."""
     # lazily: the defaults live in the fitting layer and the engine (torch, pyro), which only `fit` needs
     from bayes_trainmap.fitting.bayesian import DEFAULT_DRAWS, DEFAULT_LR, DEFAULT_STEPS
-    from bayes_trainmap.fitting.config import FitConfig
     from bayes_trainmap.fitting.robustness import INTERVAL_METHODS
     from bayes_trainmap.inference.guides import GUIDES
 
-    DEFAULTS = FitConfig()
     bayes = parser.add_argument_group("Bayesian modes (map, svi)")
     bayes.add_argument(
         "--draws", type=int, help=f"posterior draws for the credible intervals (default: {DEFAULT_DRAWS}; svi)"
@@ -88,22 +86,22 @@ def _add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
     bayes.add_argument(
         "--intervals",
         choices=INTERVAL_METHODS,
-        default=DEFAULTS.intervals,
+        default=defaults.intervals,
         help="interval method: BayesBag over runs (carries seed-to-seed variation) or the model's plain "
         "posterior (default: %(default)s)",
     )
 
     robust = parser.add_argument_group("uncertainty and robustness (all modes)")
     robust.add_argument(
-        "--interval", type=float, default=DEFAULTS.interval,
+        "--interval", type=float, default=defaults.interval,
         help="level of every interval in the report (default: %(default)s)",
     )
     robust.add_argument(
-        "--bootstrap", type=int, metavar="B", default=DEFAULTS.bootstrap,
+        "--bootstrap", type=int, metavar="B", default=defaults.bootstrap,
         help="resamples of the runs for the robustness section and the bagged intervals (default: %(default)s; 0 skips)",
     )
     robust.add_argument(
-        "--k-resamples", type=int, metavar="R", default=DEFAULTS.k_resamples,
+        "--k-resamples", type=int, metavar="R", default=defaults.k_resamples,
         help="resamples of the K selection for the stability of K (default: %(default)s; 0 skips)",
     )
 
@@ -165,7 +163,7 @@ def _add_fit_arguments(parser: argparse.ArgumentParser) -> None:
         help="seed of the run split, the restarts and the baselines (default: %(default)s)",
     )
 
-    _add_uncertainty_arguments(parser)
+    _add_uncertainty_arguments(parser, DEFAULTS)
 
     analysis = parser.add_argument_group("convergence")
     analysis.add_argument("--outcome", help="outcome column defining convergence (default: eval_accuracy if present)")

@@ -249,3 +249,20 @@ def test_a_diverging_svi_is_one_error_line(capsys, tmp_path, planted_dir):
     lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
     assert status == 2 and len(lines) == 1 and "lower --lr" in lines[0], err
     assert not out.exists()
+
+
+def test_recording_new_files_does_not_bless_a_changed_one(tmp_path, fitted_dir):
+    """update_manifest(added=...) hashes only the added files: a model edited behind the
+    package's back stays refused after a later report records its own files."""
+    import shutil
+
+    from bayes_trainmap.core.errors import FitDirectoryError
+    from bayes_trainmap.data.fitdir import load_fit_dir, update_manifest
+
+    fit = tmp_path / "fit"
+    shutil.copytree(fitted_dir / "fit", fit)
+    (fit / "model.json").write_text((fit / "model.json").read_text().replace("1", "2", 1))
+    (fit / "notes.md").write_text("added by the package")
+    update_manifest(fit, [fit / "notes.md"])
+    with pytest.raises(FitDirectoryError, match="model.json differs"):
+        load_fit_dir(fit)

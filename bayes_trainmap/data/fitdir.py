@@ -252,17 +252,22 @@ def update_manifest(directory: str | os.PathLike, added: Sequence[str | os.PathL
     Without ``added``, every file now below ``directory`` is recorded (the writer's
     staging directory holds nothing else); with ``added``, those files (absolute or
     relative to ``directory``) join the existing list, e.g. after ``report`` re-renders.
-    The checksums of every listed file are taken anew, so a reader can tell a file this
-    package wrote from one changed or damaged afterwards (:class:`FitDirectory`).
+    The checksums of the recorded files let a reader tell a file this package wrote
+    from one changed or damaged afterwards (:class:`FitDirectory`).
     """
     directory = Path(directory)
     if added:
-        names = set(_manifest(directory)) | {Path(os.path.relpath(p, directory)).as_posix() for p in added}
+        fresh = {Path(os.path.relpath(p, directory)).as_posix() for p in added}
+        names = set(_manifest(directory)) | fresh
+        kept = {k: v for k, v in _recorded_digests(directory).items() if k in names and k not in fresh}
     else:
-        names = set(_files_below(directory))
+        fresh = names = set(_files_below(directory))
+        kept = {}
     names = sorted(names - {MANIFEST_FILE})
-    digests = {name: _sha256(directory / name) for name in names if (directory / name).is_file()}
-    write_json(directory / MANIFEST_FILE, {"files": names, "sha256": digests})
+    # Only the files just written are hashed: the others keep the checksum they were
+    # written with, so a file changed behind the package's back stays detectable.
+    digests = {**kept, **{n: _sha256(directory / n) for n in names if n in fresh and (directory / n).is_file()}}
+    write_json(directory / MANIFEST_FILE, {"files": names, "sha256": dict(sorted(digests.items()))})
 
 
 def _sha256(path: Path) -> str:
@@ -386,8 +391,8 @@ class FitDirectory:
         if not path.is_file():
             return None
         curve = _read_csv(path)
-        integers = [c for c in ("n_states", "n_parameters") if c in curve or c == "n_states"]
-        whole = all(_whole_numbers(curve.get(c)) for c in integers)
+        counts = ["n_states", *(["n_parameters"] if "n_parameters" in curve else [])]
+        whole = all(_whole_numbers(curve.get(c)) for c in counts)
         bic = pd.to_numeric(curve["bic"], errors="coerce") if "bic" in curve else None
         if len(curve) == 0 or not whole or bic is None or bic.isna().all():
             raise FitDirectoryError(
