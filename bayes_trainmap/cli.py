@@ -326,7 +326,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         from bayes_trainmap.monitor.model import load_map_model
 
         extra = extra_runs_rows(load_map_model(fit_dir), load_trajectories(args.extra_runs))
-    html = write_report(fit_dir.path, extra_runs=extra)["html"]
+    html = write_report(fit_dir, extra_runs=extra)["html"]
     print(f"report: {html}" if args.quiet else render_fit_summary(fit_dir.path, verbose=args.verbose))
     if extra and not args.quiet:
         # lazily: as the report imports above

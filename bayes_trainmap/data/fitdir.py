@@ -486,6 +486,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise FitDirectoryError(f"cannot read '{path}': {str(exc)[:200]}") from None
 
 
-def load_fit_dir(path: str | os.PathLike) -> FitDirectory:
-    """Open a fit directory written by ``fit`` (see :class:`FitDirectory`)."""
-    return FitDirectory(path)
+def load_fit_dir(path: str | os.PathLike | FitDirectory) -> FitDirectory:
+    """Open a fit directory written by ``fit`` (see :class:`FitDirectory`); an open one is returned as is,
+    so readers handed one do not check and hash its files again."""
+    return path if isinstance(path, FitDirectory) else FitDirectory(path)

@@ -13,6 +13,7 @@ from bayes_trainmap.core.storage import write_json, write_text_atomic
 from bayes_trainmap.data.fitdir import (
     ANALYSIS_FILE,
     REPORT_FILES,
+    FitDirectory,
     load_fit_dir,
     update_manifest,
 )
@@ -35,7 +36,7 @@ __all__ = [
 
 
 def write_report(
-    fit_dir: str | os.PathLike, *, analysis: Analysis | None = None, extra_runs: list | None = None
+    fit_dir: str | os.PathLike | FitDirectory, *, analysis: Analysis | None = None, extra_runs: list | None = None
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, ``report.json``, the figures and the analysis they render.
 
@@ -59,9 +60,9 @@ def write_report(
         ``{"md", "html", "json"}`` paths.
     """
     fd = load_fit_dir(fit_dir)
-    analysis = analysis if analysis is not None else load_analysis(fd.path)
+    analysis = analysis if analysis is not None else load_analysis(fd)
     figures = write_figures(fd, analysis)
-    report = build_report(fd.path, analysis, figures, extra_runs)
+    report = build_report(fd, analysis, figures, extra_runs)
     validate_report_json(report)
     paths = {kind: fd.path / name for kind, name in REPORT_FILES.items()}
     write_json(fd.path / ANALYSIS_FILE, analysis.to_dict())

@@ -144,7 +144,7 @@ def hmm_curve(fd) -> pd.DataFrame | None:
 def build_report(fit_dir, analysis: Analysis | None = None, figures: dict | None = None, extra_runs=None) -> dict[str, Any]:
     """The ``report.json`` dictionary (structure in the module docstring; ``extra_runs`` rows kept as given)."""
     fd = load_fit_dir(fit_dir)
-    analysis = analysis if analysis is not None else load_analysis(fd.path)
+    analysis = analysis if analysis is not None else load_analysis(fd)
     summary, options, resolved = fd.summary, fd.config.get("config", {}), fd.resolved
     reg = analysis.regression
     tmap = analysis.training_map
