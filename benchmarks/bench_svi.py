@@ -73,6 +73,7 @@ from bayes_trainmap.inference.bayes_fit import fit_svi
 from bayes_trainmap.inference.bayes_model import (
     HMMPrior,
     _sample_parameters,
+    _state_cholesky,
     hmm_model,
     sites_from_params,
 )
@@ -105,7 +106,7 @@ def baseline_model(Z_padded, n_states, covariance_type="full", prior=None):
     start, trans, means, scales, corr_chol = _sample_parameters(
         n_states, d, covariance_type, prior, Z_padded.dtype, Z_padded.device
     )
-    obs = dist.MultivariateNormal(means, scale_tril=scales.unsqueeze(-1) * corr_chol)
+    obs = dist.MultivariateNormal(means, scale_tril=_state_cholesky(scales, corr_chol, prior.min_covar))
     # DiscreteHMM's initial_logits give the state before the first transition: make the
     # first transition's rows all equal to the initial distribution.
     first = start.log().expand(1, n_states, n_states)
@@ -164,7 +165,7 @@ def numpyro_worker(threads: int, K: int, d: int, N: int, T: int, steps: int) -> 
     truth = planted_params(K, d, seed=0)
     X, _ = sample_runs(truth, N, T, seed=1)
     Zp = jnp.asarray(X.reshape(N, T, d))
-    init = {k: jnp.asarray(v.numpy()) for k, v in sites_from_params(truth).items()}
+    init = {k: jnp.asarray(v.numpy()) for k, v in sites_from_params(truth, min_covar=prior.min_covar).items()}
 
     def model(Zp):
         start = numpyro.sample("start_prob", nd.Dirichlet(jnp.full(K, prior.start_concentration)))
@@ -173,7 +174,9 @@ def numpyro_worker(threads: int, K: int, d: int, N: int, T: int, steps: int) -> 
         means = numpyro.sample("means", nd.Normal(prior.mean_loc, prior.mean_scale).expand((K, d)).to_event(2))
         scales = numpyro.sample("scales", nd.HalfNormal(prior.scale_scale).expand((K, d)).to_event(2))
         corr = numpyro.sample("corr_chol", nd.LKJCholesky(d, prior.lkj_concentration).expand((K,)).to_event(1))
-        obs = nd.MultivariateNormal(means, scale_tril=scales[..., None] * corr)
+        chol = scales[..., None] * corr
+        cov = chol @ jnp.swapaxes(chol, -1, -2) + prior.min_covar * jnp.eye(d)  # the model's floor
+        obs = nd.MultivariateNormal(means, covariance_matrix=cov)
         log_b = obs.log_prob(Zp[:, :, None, :])  # (N, T, K)
         log_trans = jnp.log(trans)
 
@@ -319,7 +322,7 @@ def measure(opts, device, sync, blocks, per_block, settings) -> dict:
     Z_padded = Z.reshape(N, T, d)
     lengths_t = torch.as_tensor(lengths)
     prior = HMMPrior()
-    init = sites_from_params(truth, device=device)
+    init = sites_from_params(truth, device=device, min_covar=prior.min_covar)
     load_before = load()
     print(f"data: N={N} runs x T={T}, d={d}, K={K}, full covariance, device={device}; "
           f"cores {os.cpu_count()}, busy processes {opts.busy}, load {load_before:.1f}", flush=True)

@@ -154,6 +154,7 @@ class BayesianFit:
                 {name: values[s] for name, values in sites.items()},
                 self.covariance_type,
                 template=self.params,
+                min_covar=self.prior.min_covar,
             )
             for s in range(n_draws)
         ]
@@ -403,7 +404,7 @@ def fit_map(
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     model_args = (Z, lengths, K, cov, prior)
-    init = sites_from_params(init_params, device=device)
+    init = sites_from_params(init_params, device=device, min_covar=prior.min_covar)
     guide = AutoDelta(hmm_model, init_loc_fn=init_to_value(values=init))
     with thread_budget(threads) as n_threads:
         if optimizer == "lbfgs":
@@ -423,7 +424,7 @@ def fit_map(
     return BayesianFit(
         mode="map",
         guide_name="delta",
-        params=params_from_sites(point, cov, template=init_params),
+        params=params_from_sites(point, cov, template=init_params, min_covar=prior.min_covar),
         elbo_history=history,
         converged=converged,
         n_states=K,
@@ -549,7 +550,7 @@ def fit_svi(
     pyro.set_rng_seed(seed)
     model_args = (Z, lengths, K, cov, prior)
     variational = _make_guide(
-        guide_name, sites_from_params(start, device=device), init_scale, rank
+        guide_name, sites_from_params(start, device=device, min_covar=prior.min_covar), init_scale, rank
     )
     with thread_budget(threads) as n_threads:
         history, converged = _optimise(
@@ -568,7 +569,7 @@ def fit_svi(
     return BayesianFit(
         mode="svi",
         guide_name=guide_name,
-        params=params_from_sites(median, cov, template=init_params),
+        params=params_from_sites(median, cov, template=init_params, min_covar=prior.min_covar),
         elbo_history=history,
         converged=converged,
         n_states=K,

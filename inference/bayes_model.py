@@ -7,7 +7,7 @@ Generative model for N runs of z-scored statistics (``d`` features, ``K`` states
     mu[k]     ~ Normal(m_0, s_0^2 I)                         means        (K, d)
     sigma[k]  ~ HalfNormal(tau) or LogNormal(0, tau)         scales       (K, d)
     L[k]      ~ LKJCholesky(d, eta)          (full only)     corr_chol    (K, d, d)
-    Sigma[k]  = diag(sigma[k]) L[k] L[k]^T diag(sigma[k])     (diag: sigma[k]^2)
+    Sigma[k]  = diag(sigma[k]) L[k] L[k]^T diag(sigma[k]) + c I   (diag: sigma[k]^2 + c)
     s_1 ~ pi,  s_t | s_t-1 ~ A[s_t-1],  z_t | s_t ~ N(mu[s_t], Sigma[s_t])
 
 Two implementations of the same joint density, with identical continuous sample sites
@@ -21,6 +21,11 @@ Two implementations of the same joint density, with identical continuous sample 
   runs, ``pyro.markov`` over time and ``config_enumerate``d state sites, for
   ``TraceEnum_ELBO`` and ``infer_discrete``. It loops over time in Python; use it on
   small data (tests) only.
+
+The floor ``c`` (``HMMPrior.min_covar``) plays the part of Baum-Welch's ``min_covar``:
+without it the likelihood of a full covariance grows without bound as a state's
+nearly collinear weight statistics make its covariance singular, and the MAP and SVI
+optimisers follow that slow, ill-conditioned direction instead of converging.
 
 Padding in the textbook model: past a run's end the state is copied (transition =
 identity) and the observation is masked, so padded steps contribute exactly ``log 1``.
@@ -84,11 +89,18 @@ class HMMPrior:
     lkj_concentration : float, default 2.0
         LKJ ``eta`` of each state's correlation matrix (full covariance only):
         1 = uniform over correlation matrices, > 1 shrinks towards independence.
+    min_covar : float, default 5e-4
+        Floor ``c`` added to the diagonal of every state covariance (a part of the
+        model, not of the prior): ``Sigma = diag(sigma) L L^T diag(sigma) + c I``. It
+        keeps the likelihood bounded, as Baum-Welch's ``min_covar`` does. The default
+        is half of Baum-Welch's (1e-3), so a maximum likelihood fit's covariances are
+        interior points of the model and start MAP and SVI exactly.
 
     Notes
     -----
     :meth:`flat` gives the prior under which the MAP estimate equals the maximum
-    likelihood estimate (Dirichlet(1), flat means and scales, LKJ(1)).
+    likelihood estimate (Dirichlet(1), flat means and scales, LKJ(1), no covariance
+    floor).
     """
 
     start_concentration: float = 1.0
@@ -99,6 +111,7 @@ class HMMPrior:
     scale_prior: str | None = "halfnormal"
     scale_scale: float = 2.0
     lkj_concentration: float = 2.0
+    min_covar: float = 5e-4
 
     def __post_init__(self):
         for name in ("start_concentration", "trans_concentration", "lkj_concentration"):
@@ -115,11 +128,13 @@ class HMMPrior:
             )
         if not self.scale_scale > 0:
             raise ValueError(f"scale_scale must be > 0, got {self.scale_scale!r}")
+        if not (math.isfinite(self.min_covar) and self.min_covar >= 0):
+            raise ValueError(f"min_covar must be a finite number >= 0, got {self.min_covar!r}")
 
     @classmethod
     def flat(cls) -> "HMMPrior":
         """Prior whose MAP estimate is the maximum likelihood estimate."""
-        return cls(mean_scale=None, scale_prior=None, lkj_concentration=1.0)
+        return cls(mean_scale=None, scale_prior=None, lkj_concentration=1.0, min_covar=0.0)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -174,6 +189,15 @@ def _sample_parameters(n_states, n_features, covariance_type, prior, dtype, devi
     return start_prob, trans_mat, means, scales, corr_chol
 
 
+def _state_cholesky(scales, corr_chol, min_covar: float = 0.0) -> torch.Tensor:
+    """Lower Cholesky factor of ``diag(scales) L L^T diag(scales) + min_covar I``, shape (K, d, d)."""
+    chol = scales.unsqueeze(-1) * corr_chol
+    if not min_covar > 0:
+        return chol
+    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
+    return torch.linalg.cholesky(chol @ chol.transpose(-1, -2) + min_covar * eye)
+
+
 _OUTER_CACHE: list = []
 
 
@@ -193,7 +217,7 @@ def _upper_outer_products(Z: torch.Tensor) -> torch.Tensor:
     return products
 
 
-def emission_log_prob(Z, means, scales, corr_chol=None) -> torch.Tensor:
+def emission_log_prob(Z, means, scales, corr_chol=None, min_covar: float = 0.0) -> torch.Tensor:
     """``log N(z | mu_k, Sigma_k)`` for every row of ``Z`` and state ``k``.
 
     Written as a linear function of the sufficient statistics ``(z z^T, z)``:
@@ -210,6 +234,8 @@ def emission_log_prob(Z, means, scales, corr_chol=None) -> torch.Tensor:
     Z : torch.Tensor, shape (n, d)
     means, scales : torch.Tensor, shape (K, d)
     corr_chol : torch.Tensor, shape (K, d, d), or None for diagonal covariances
+    min_covar : float, default 0.0
+        Floor ``c`` added to the diagonal of every covariance (``HMMPrior.min_covar``).
 
     Returns
     -------
@@ -219,14 +245,15 @@ def emission_log_prob(Z, means, scales, corr_chol=None) -> torch.Tensor:
     K = means.shape[0]
     const = 0.5 * d * math.log(2.0 * math.pi)
     if corr_chol is None:
-        precision = scales.pow(-2)  # (K, d)
+        variance = scales.pow(2) + min_covar if min_covar > 0 else scales.pow(2)
+        precision = variance.reciprocal()  # (K, d)
         quad = (
             Z.pow(2) @ precision.T
             - 2.0 * Z @ (means * precision).T
             + (means.pow(2) * precision).sum(-1)
         )
-        return -0.5 * quad - scales.log().sum(-1) - const
-    chol = scales.unsqueeze(-1) * corr_chol  # (K, d, d), lower triangular
+        return -0.5 * quad - 0.5 * variance.log().sum(-1) - const
+    chol = _state_cholesky(scales, corr_chol, min_covar)  # (K, d, d), lower triangular
     eye = torch.eye(d, dtype=Z.dtype, device=Z.device).expand(K, d, d)
     inv_chol = torch.linalg.solve_triangular(chol, eye, upper=False)
     precision = inv_chol.transpose(-1, -2) @ inv_chol  # (K, d, d)
@@ -279,7 +306,7 @@ def hmm_model(
     start_prob, trans_mat, means, scales, corr_chol = _sample_parameters(
         n_states, Z.shape[-1], covariance_type, prior, Z.dtype, Z.device
     )
-    log_emission = emission_log_prob(Z, means, scales, corr_chol)
+    log_emission = emission_log_prob(Z, means, scales, corr_chol, prior.min_covar)
     loglik = hmm_log_likelihood(
         log_emission, start_prob.log(), trans_mat.log(), lengths, method=fb_method
     )
@@ -306,6 +333,7 @@ def enumerated_hmm_model(
     n_states : int
     covariance_type : {"full", "diag"}
     prior : HMMPrior, optional
+        Defaults to ``HMMPrior()``; its ``min_covar`` applies also to fixed ``params``.
     params : dict, optional
         Fixed site values (``start_prob``, ``trans_mat``, ``means``, ``scales`` and,
         for full covariance, ``corr_chol``). When given, no parameter is sampled, so
@@ -318,18 +346,20 @@ def enumerated_hmm_model(
     """
     _check_covariance_type(covariance_type)
     N, T, d = Z_padded.shape
+    prior = prior or HMMPrior()
     if params is None:
         start_prob, trans_mat, means, scales, corr_chol = _sample_parameters(
-            n_states, d, covariance_type, prior or HMMPrior(), Z_padded.dtype, Z_padded.device
+            n_states, d, covariance_type, prior, Z_padded.dtype, Z_padded.device
         )
     else:
         start_prob, trans_mat = params["start_prob"], params["trans_mat"]
         means, scales = params["means"], params["scales"]
         corr_chol = params.get("corr_chol") if covariance_type == "full" else None
     if corr_chol is None:
-        obs_dist = lambda k: dist.Normal(means[k], scales[k]).to_event(1)  # noqa: E731
+        sd = (scales.pow(2) + prior.min_covar).sqrt()
+        obs_dist = lambda k: dist.Normal(means[k], sd[k]).to_event(1)  # noqa: E731
     else:
-        scale_tril = scales.unsqueeze(-1) * corr_chol
+        scale_tril = _state_cholesky(scales, corr_chol, prior.min_covar)
         obs_dist = lambda k: dist.MultivariateNormal(means[k], scale_tril=scale_tril[k])  # noqa: E731
     eye = torch.eye(n_states, dtype=trans_mat.dtype, device=trans_mat.device)
     states = []
@@ -355,25 +385,47 @@ def enumerated_hmm_model(
 # ---------------------------------------------------------------------------
 
 
-def covariances_from_sites(scales, corr_chol=None):
+def covariances_from_sites(scales, corr_chol=None, min_covar: float = 0.0):
     """Covariances from site values: ``(K, d, d)`` (full) or variances ``(K, d)`` (diag).
 
+    ``diag(scales) L L^T diag(scales) + min_covar I`` (diag: ``scales^2 + min_covar``).
     Accepts numpy arrays or torch tensors with optional leading batch dimensions.
     """
     if corr_chol is None:
-        return scales**2
+        return scales**2 + min_covar
     if isinstance(scales, torch.Tensor):
         chol = scales.unsqueeze(-1) * corr_chol
-        return chol @ chol.transpose(-1, -2)
+        eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
+        return chol @ chol.transpose(-1, -2) + min_covar * eye
     chol = np.asarray(scales)[..., :, None] * np.asarray(corr_chol)
-    return chol @ np.swapaxes(chol, -1, -2)
+    return chol @ np.swapaxes(chol, -1, -2) + min_covar * np.eye(chol.shape[-1])
 
 
-def sites_from_params(params, *, dtype=torch.float64, device="cpu", floor=1e-8) -> dict:
+def _excess_covariances(covars: np.ndarray, min_covar: float, covariance_type: str) -> np.ndarray:
+    """``covars - min_covar I``, its eigenvalues (diag: entries) kept >= ``min_covar / 100``.
+
+    Exact wherever every eigenvalue of ``covars`` is at least ``1.01 min_covar`` -- any
+    Baum-Welch fit with a ``min_covar`` at least that large; smaller covariances are
+    raised to the nearest point of the model's support."""
+    tiny = 0.01 * min_covar
+    if covariance_type == "diag":
+        return np.maximum(covars - min_covar, tiny) if min_covar > 0 else covars
+    if not min_covar > 0:
+        return covars
+    values, vectors = np.linalg.eigh(0.5 * (covars + np.swapaxes(covars, -1, -2)))
+    values = np.maximum(values - min_covar, tiny)
+    return (vectors * values[..., None, :]) @ np.swapaxes(vectors, -1, -2)
+
+
+def sites_from_params(
+    params, *, dtype=torch.float64, device="cpu", floor=1e-8, min_covar: float = 0.0
+) -> dict:
     """Site values equal to a fitted :class:`~inference.params.HMMParams`.
 
     Probabilities are floored at ``floor`` and renormalised so that they lie in the
     open simplex (a Dirichlet's support; MLE transition matrices often hold exact 0s).
+    The scale and correlation sites describe ``covars - min_covar I`` (the model's
+    covariance above its floor ``HMMPrior.min_covar``; see :func:`_excess_covariances`).
     """
     # Copies: guides may optimise their initial values in place.
     tensor = lambda a: torch.tensor(np.array(a, dtype=float), dtype=dtype, device=device)  # noqa: E731
@@ -384,7 +436,7 @@ def sites_from_params(params, *, dtype=torch.float64, device="cpu", floor=1e-8) 
         "trans_mat": tensor(trans / trans.sum(axis=1, keepdims=True)),
         "means": tensor(params.means),
     }
-    covars = np.asarray(params.covars, dtype=float)
+    covars = _excess_covariances(np.asarray(params.covars, dtype=float), min_covar, params.covariance_type)
     if params.covariance_type == "diag":
         sites["scales"] = tensor(np.sqrt(covars))
         return sites
@@ -397,10 +449,11 @@ def sites_from_params(params, *, dtype=torch.float64, device="cpu", floor=1e-8) 
     return sites
 
 
-def params_from_sites(sites: dict, covariance_type: str, template=None):
+def params_from_sites(sites: dict, covariance_type: str, template=None, min_covar: float = 0.0):
     """Build an :class:`~inference.params.HMMParams` from (constrained) site values.
 
-    ``template`` (an ``HMMParams``) supplies ``feature_names`` and ``normalization``.
+    ``template`` (an ``HMMParams``) supplies ``feature_names`` and ``normalization``;
+    ``min_covar`` is the model's covariance floor (``HMMPrior.min_covar``).
     """
     def as_np(value):
         if isinstance(value, torch.Tensor):
@@ -412,7 +465,7 @@ def params_from_sites(sites: dict, covariance_type: str, template=None):
     means = as_np(sites["means"])
     scales = as_np(sites["scales"])
     corr_chol = as_np(sites["corr_chol"]) if covariance_type == "full" else None
-    covars = covariances_from_sites(scales, corr_chol)
+    covars = covariances_from_sites(scales, corr_chol, min_covar)
     n_features = means.shape[-1]
     feature_names = (
         list(template.feature_names) if template is not None else [f"z{i}" for i in range(n_features)]

@@ -35,19 +35,22 @@ def _empty_guide(*args, **kwargs):
     """No latent continuous sites: the ELBO is then the exact log-likelihood."""
 
 
+@pytest.mark.parametrize("min_covar", [0.0, 5e-4])
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
-def test_fast_likelihood_equals_enumeration_and_engine(covariance_type):
+def test_fast_likelihood_equals_enumeration_and_engine(covariance_type, min_covar):
     params = random_params(3, 2, covariance_type, seed=4)
     Z = _data(params)
-    sites = sites_from_params(params)
+    prior = HMMPrior(min_covar=min_covar)
+    # The sites describe the covariance above the model's floor, which adds it back.
+    sites = sites_from_params(params, min_covar=min_covar)
     lengths = torch.tensor(LENGTHS)
 
     conditioned = poutine.condition(hmm_model, data=sites)
-    fast = conditioned(torch.tensor(Z), lengths, 3, covariance_type, HMMPrior())
+    fast = conditioned(torch.tensor(Z), lengths, 3, covariance_type, prior)
 
     Z_pad, mask = pad_sequences(torch.tensor(Z), LENGTHS)
     loss = TraceEnum_ELBO(max_plate_nesting=1).loss(
-        enumerated_hmm_model, _empty_guide, Z_pad, mask, 3, covariance_type, None, sites
+        enumerated_hmm_model, _empty_guide, Z_pad, mask, 3, covariance_type, prior, sites
     )
 
     log_b = gaussian_log_likelihood(Z, params.means, params.covars, covariance_type)
@@ -57,6 +60,26 @@ def test_fast_likelihood_equals_enumeration_and_engine(covariance_type):
 
     assert float(fast) == pytest.approx(engine, abs=1e-8)
     assert -loss == pytest.approx(engine, abs=1e-8)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_covariance_floor_is_added_to_every_state_covariance(covariance_type):
+    params = random_params(3, 3, covariance_type, seed=5)
+    Z = _data(params)
+    sites = sites_from_params(params)  # no floor: the sites are the covariances themselves
+    floored = params_from_sites(sites, covariance_type, min_covar=0.2)
+    shift = 0.2 * (np.eye(3) if covariance_type == "full" else np.ones(3))
+    np.testing.assert_allclose(floored.covars, np.asarray(params.covars) + shift, atol=1e-12)
+    ours = emission_log_prob(torch.tensor(Z), sites["means"], sites["scales"], sites.get("corr_chol"), 0.2)
+    oracle = gaussian_log_likelihood(Z, params.means, floored.covars, covariance_type)
+    np.testing.assert_allclose(ours.numpy(), oracle, atol=1e-10)
+    # The inverse conversion is exact above the floor and stays in the model's support below it.
+    back = params_from_sites(sites_from_params(floored, min_covar=0.2), covariance_type, min_covar=0.2)
+    np.testing.assert_allclose(back.covars, floored.covars, atol=1e-10)
+    tiny = params_from_sites(sites_from_params(params, min_covar=50.0), covariance_type, min_covar=50.0)
+    assert np.all(np.isfinite(tiny.covars))
+    with pytest.raises(ValueError, match="min_covar"):
+        HMMPrior(min_covar=-1.0)
 
 
 def test_site_round_trip_and_emission_density():
