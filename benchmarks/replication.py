@@ -119,7 +119,7 @@ def pool(scored_splits: list[dict]) -> dict:
 def run_set(name: str, opts) -> dict:
     ts = load(name)
     t0 = time.perf_counter()
-    result = pipeline.fit(ts, states=opts.states or "auto", analyze=False, progress=False, seed=0)
+    result = pipeline.fit(ts, states=opts.states or "auto", analyze=False, progress=False, random_state=0)
     K = result.n_states
     conv = steps._convergence_steps(result.prepared)
     methods = {}
