@@ -195,7 +195,10 @@ def _state_cholesky(scales, corr_chol, min_covar: float = 0.0) -> torch.Tensor:
     if not min_covar > 0:
         return chol
     eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
-    return torch.linalg.cholesky(chol @ chol.transpose(-1, -2) + min_covar * eye)
+    factor, info = torch.linalg.cholesky_ex(chol @ chol.transpose(-1, -2) + min_covar * eye)
+    # Non-finite sites (a diverging optimiser) give a NaN factor, hence a NaN loss that
+    # the optimisers report as divergence, instead of a LinAlgError.
+    return torch.where((info == 0).reshape(-1, 1, 1), factor, torch.full_like(factor, float("nan")))
 
 
 _OUTER_CACHE: list = []
