@@ -191,14 +191,12 @@ def _sample_parameters(n_states, n_features, covariance_type, prior, dtype, devi
 
 def _state_cholesky(scales, corr_chol, min_covar: float = 0.0) -> torch.Tensor:
     """Lower Cholesky factor of ``diag(scales) L L^T diag(scales) + min_covar I``, shape (K, d, d)."""
-    chol = scales.unsqueeze(-1) * corr_chol
     if not min_covar > 0:
-        return chol
-    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
-    factor, info = torch.linalg.cholesky_ex(chol @ chol.transpose(-1, -2) + min_covar * eye)
+        return scales.unsqueeze(-1) * corr_chol
+    factor, info = torch.linalg.cholesky_ex(covariances_from_sites(scales, corr_chol, min_covar))
     # Non-finite sites (a diverging optimiser) give a NaN factor, hence a NaN loss that
     # the optimisers report as divergence, instead of a LinAlgError.
-    return torch.where((info == 0).reshape(-1, 1, 1), factor, torch.full_like(factor, float("nan")))
+    return factor.masked_fill(info[..., None, None] != 0, float("nan"))
 
 
 _OUTER_CACHE: list = []
@@ -248,7 +246,7 @@ def emission_log_prob(Z, means, scales, corr_chol=None, min_covar: float = 0.0) 
     K = means.shape[0]
     const = 0.5 * d * math.log(2.0 * math.pi)
     if corr_chol is None:
-        variance = scales.pow(2) + min_covar if min_covar > 0 else scales.pow(2)
+        variance = covariances_from_sites(scales, None, min_covar)  # (K, d)
         precision = variance.reciprocal()  # (K, d)
         quad = (
             Z.pow(2) @ precision.T
@@ -359,7 +357,7 @@ def enumerated_hmm_model(
         means, scales = params["means"], params["scales"]
         corr_chol = params.get("corr_chol") if covariance_type == "full" else None
     if corr_chol is None:
-        sd = (scales.pow(2) + prior.min_covar).sqrt()
+        sd = covariances_from_sites(scales, None, prior.min_covar).sqrt()
         obs_dist = lambda k: dist.Normal(means[k], sd[k]).to_event(1)  # noqa: E731
     else:
         scale_tril = _state_cholesky(scales, corr_chol, prior.min_covar)
@@ -410,11 +408,11 @@ def _excess_covariances(covars: np.ndarray, min_covar: float, covariance_type: s
     Exact wherever every eigenvalue of ``covars`` is at least ``1.01 min_covar`` -- any
     Baum-Welch fit with a ``min_covar`` at least that large; smaller covariances are
     raised to the nearest point of the model's support."""
-    tiny = 0.01 * min_covar
-    if covariance_type == "diag":
-        return np.maximum(covars - min_covar, tiny) if min_covar > 0 else covars
     if not min_covar > 0:
         return covars
+    tiny = 0.01 * min_covar
+    if covariance_type == "diag":
+        return np.maximum(covars - min_covar, tiny)
     values, vectors = np.linalg.eigh(0.5 * (covars + np.swapaxes(covars, -1, -2)))
     values = np.maximum(values - min_covar, tiny)
     return (vectors * values[..., None, :]) @ np.swapaxes(vectors, -1, -2)
