@@ -187,7 +187,8 @@ def main(argv=None) -> None:
     parser.add_argument("--states", default=None, help="fixed K (default: the package's selection)")
     parser.add_argument("--methods", nargs="*", default=["svi", "bagged"], choices=["svi", "bagged"])
     parser.add_argument("--svi-steps", type=int, default=1000)
-    parser.add_argument("--map-steps", type=int, default=200)
+    parser.add_argument("--map-steps", type=int, default=0,
+                        help="L-BFGS iterations after EM per MAP bag (default 0: the EM's MAP, as the package)")
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--decode", choices=["viterbi", "sample"], default="viterbi",
                         help="decoding of the resampled fits' runs (Viterbi or FFBS sampled paths)")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .bayes_model import (
     HMMPrior,
+    covariances_from_sites,
     hmm_model,
     n_unconstrained_parameters,
     params_from_sites,
@@ -44,6 +45,7 @@ from .emissions import gaussian_log_likelihood
 from .errors import DivergenceError
 from .forward_backward import forward_backward
 from .guides import GUIDES
+from .map_em import map_em
 from .threads import thread_budget
 
 __all__ = [
@@ -290,11 +292,28 @@ class _TailAverage:
                     value.copy_(self.last_mean[name])
 
 
-def _optimise_lbfgs(model_args, guide, *, steps, tol, progress):
+def _constrained_point(guide, model_args) -> np.ndarray:
+    """The guide's point as one vector of the quantities a map is built from: start and
+    transition probabilities, means and covariances (z-score units)."""
+    with torch.no_grad():
+        point = guide.median(*model_args)
+    covars = covariances_from_sites(point["scales"], point.get("corr_chol"), model_args[-1].min_covar)
+    parts = [point["start_prob"], point["trans_mat"], point["means"], covars]
+    return np.concatenate([p.detach().cpu().numpy().ravel() for p in parts])
+
+
+def _optimise_lbfgs(model_args, guide, *, steps, tol, param_tol, progress, check_every=10):
     """Deterministic MAP objective: SciPy's L-BFGS-B on the flattened ``AutoDelta``
     parameters (its line search is more robust than ``torch.optim.LBFGS``'s on this
-    ill-conditioned problem). Returns (history of the log joint per evaluation,
-    converged)."""
+    ill-conditioned problem).
+
+    Besides L-BFGS-B's own tests it stops, converged, once no probability, mean or
+    covariance entry moved by more than ``param_tol`` over the last ``check_every``
+    iterations. That test exists for the LKJ prior: near a covariance floor it keeps
+    the log joint rising by ~2 nats per decade that a state's excess covariance
+    eigenvalue shrinks towards its tiny optimum, for thousands of iterations, while
+    the covariance itself changes by less than that eigenvalue. Returns (history of
+    the log joint per evaluation, converged)."""
     from scipy.optimize import minimize
 
     loss_fn = Trace_ELBO().differentiable_loss
@@ -326,46 +345,59 @@ def _optimise_lbfgs(model_args, guide, *, steps, tol, progress):
         history.append(-value)
         return value, grad
 
-    def callback(_x):
+    x0 = np.concatenate([p.detach().cpu().numpy().ravel() for p in parameters])
+    state = {"iteration": 0, "x": x0, "reference": None, "settled": False}
+
+    def callback(x):
         bar.update(1)
         bar.set_postfix(log_joint=f"{history[-1]:.6g}")
+        state["iteration"] += 1
+        state["x"] = np.array(x)
+        if param_tol > 0 and state["iteration"] % check_every == 0:
+            assign(x)
+            point = _constrained_point(guide, model_args)
+            previous, state["reference"] = state["reference"], point
+            if previous is not None and np.max(np.abs(point - previous)) < param_tol:
+                state["settled"] = True
+                raise StopIteration
 
-    x0 = np.concatenate([p.detach().cpu().numpy().ravel() for p in parameters])
     result = minimize(
         objective, x0, jac=True, method="L-BFGS-B", callback=callback,
         options={"maxiter": steps, "ftol": tol, "gtol": 1e-6, "maxcor": 20},
     )
     bar.close()
-    assign(result.x)
-    converged = bool(result.success)
+    assign(state["x"] if state["settled"] else result.x)
+    converged = bool(result.success) or state["settled"]
     if not converged:
         logger.warning("MAP L-BFGS-B stopped without converging: %s", result.message)
-    logger.info("MAP: %d L-BFGS-B iterations, log joint %.10g", result.nit, -result.fun)
+    logger.info(
+        "MAP: %d L-BFGS-B iterations (%s), log joint %.10g", state["iteration"],
+        "parameters settled" if state["settled"] else result.message, -result.fun,
+    )
     return np.asarray(history), converged
 
 
+def _optimise_map(optimizer, model_args, guide, *, steps, tol, param_tol, lr, lr_decay, window, progress):
+    """The MAP optimiser's run: (history of the log joint, converged)."""
+    if optimizer == "lbfgs":
+        return _optimise_lbfgs(model_args, guide, steps=steps, tol=tol, param_tol=param_tol, progress=progress)
+    return _optimise(model_args, guide, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol, window=window,
+                     progress=progress, desc="MAP (Adam)")
+
+
 def fit_map(
-    Z,
-    lengths,
-    init_params,
-    *,
-    prior: HMMPrior | None = None,
-    optimizer: str = "lbfgs",
-    steps: int = 500,
-    lr: float = 0.02,
-    lr_decay: float = 0.1,
-    tol: float = 1e-12,
-    window: int = 50,
-    device: str = "cpu",
-    seed: int = 0,
-    progress: bool = True,
-    threads: int | None = None,
+    Z, lengths, init_params, *, prior: HMMPrior | None = None, optimizer: str = "lbfgs", steps: int = 500,
+    lr: float = 0.02, lr_decay: float = 0.1, tol: float = 1e-12, param_tol: float = 1e-4, em_steps: int = 50,
+    window: int = 50, device: str = "cpu", seed: int = 0, progress: bool = True, threads: int | None = None,
 ) -> BayesianFit:
     """MAP estimate with an ``AutoDelta`` guide ("MAP Baum-Welch").
 
     The objective ``-(log p(z | theta) + log p(theta))`` is deterministic (the states
-    are marginalised exactly), so L-BFGS converges in tens of iterations where Adam
-    needs thousands; ``optimizer="adam"`` runs the same guide through ``pyro.infer.SVI``.
+    are marginalised exactly), so L-BFGS is the default; ``optimizer="adam"`` runs the
+    same guide through ``pyro.infer.SVI``. Both start after ``em_steps`` EM iterations
+    of :func:`inference.map_em.map_em`, which reach the covariance floor in closed form
+    where gradient steps crawl (on a sparse-parities bag, 200 L-BFGS iterations from
+    EM's point left the means 0.01-0.02 SD from where 1500 end, 0.12-0.20 SD without).
 
     Parameters
     ----------
@@ -379,15 +411,20 @@ def fit_map(
         Defaults to ``HMMPrior()``; ``HMMPrior.flat()`` makes the MAP the MLE.
     optimizer : {"lbfgs", "adam"}
     steps : int
-        Maximum number of iterations.
-    lr, lr_decay : float
-        Adam only: learning rate, decayed geometrically to ``lr * lr_decay`` over ``steps``.
+        Maximum number of iterations of the optimiser; 0 returns EM's point (the MAP
+        without the scale and LKJ prior terms).
+    lr, lr_decay, window : float, float, int
+        Adam only: learning rate, decayed geometrically to ``lr * lr_decay`` over
+        ``steps``; the window of the convergence test.
     tol : float
         Stop when the log joint changes by less than ``tol`` (relative) between
         iterations (L-BFGS-B's ``ftol``) or over the trend of the last ``window``
         steps (Adam; :func:`elbo_converged`).
-    window : int
-        Adam only.
+    param_tol : float
+        L-BFGS only: also stop, converged, once no probability, mean or covariance
+        entry moved by more than ``param_tol`` over 10 iterations (0: never).
+    em_steps : int
+        EM iterations before the optimiser (0: start at ``init_params`` itself).
     device : {"cpu", "cuda", "auto"}
     seed : int
     progress : bool
@@ -404,27 +441,30 @@ def fit_map(
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     model_args = (Z, lengths, K, cov, prior)
-    init = sites_from_params(init_params, device=device, min_covar=prior.min_covar)
-    guide = AutoDelta(hmm_model, init_loc_fn=init_to_value(values=init))
     with thread_budget(threads) as n_threads:
-        if optimizer == "lbfgs":
-            history, converged = _optimise_lbfgs(
-                model_args, guide, steps=steps, tol=tol, progress=progress
-            )
+        em = map_em(Z.detach().cpu().numpy(), lengths.numpy(), init_params, prior, n_iter=em_steps) if em_steps > 0 else None
+        init_params = init_params if em is None else em.params
+        init = sites_from_params(init_params, device=device, min_covar=prior.min_covar)
+        guide = AutoDelta(hmm_model, init_loc_fn=init_to_value(values=init))
+        if steps == 0:  # EM alone (its history is the conjugate log joint)
+            history, converged = (em.history, em.converged) if em is not None else (np.empty(0), False)
         else:
-            history, converged = _optimise(
-                model_args, guide, steps=steps, lr=lr, lr_decay=lr_decay, tol=tol,
-                window=window, progress=progress, desc="MAP (Adam)",
+            history, converged = _optimise_map(
+                optimizer, model_args, guide, steps=steps, tol=tol, param_tol=param_tol, lr=lr,
+                lr_decay=lr_decay, window=window, progress=progress,
             )
         with torch.no_grad():
             point = guide.median(*model_args)
-    settings = {"optimizer": optimizer, "steps": int(steps), "tol": float(tol), "threads": n_threads}
-    if optimizer == "adam":
-        settings.update(lr=float(lr), lr_decay=float(lr_decay), window=int(window))
+    settings = {
+        "optimizer": optimizer, "steps": int(steps), "tol": float(tol), "threads": n_threads,
+        "em_steps": int(em_steps), "em_converged": None if em is None else em.converged,
+        **({"param_tol": float(param_tol)} if optimizer == "lbfgs" else
+           {"lr": float(lr), "lr_decay": float(lr_decay), "window": int(window)}),
+    }
     return BayesianFit(
         mode="map",
         guide_name="delta",
-        params=params_from_sites(point, cov, template=init_params, min_covar=prior.min_covar),
+        params=init_params if steps == 0 else params_from_sites(point, cov, init_params, prior.min_covar),
         elbo_history=history,
         converged=converged,
         n_states=K,

@@ -89,12 +89,14 @@ class HMMPrior:
     lkj_concentration : float, default 2.0
         LKJ ``eta`` of each state's correlation matrix (full covariance only):
         1 = uniform over correlation matrices, > 1 shrinks towards independence.
-    min_covar : float, default 5e-4
+    min_covar : float, default 1e-3
         Floor ``c`` added to the diagonal of every state covariance (a part of the
         model, not of the prior): ``Sigma = diag(sigma) L L^T diag(sigma) + c I``. It
-        keeps the likelihood bounded, as Baum-Welch's ``min_covar`` does. The default
-        is half of Baum-Welch's (1e-3), so a maximum likelihood fit's covariances are
-        interior points of the model and start MAP and SVI exactly.
+        keeps the likelihood bounded, as Baum-Welch's ``min_covar`` does, and has the
+        same default, so that the Bayesian fits and the Baum-Welch fits they start from
+        (and are compared with, in the robustness section and ``benchmarks/replication.py``)
+        describe covariances with the same resolution. A Baum-Welch covariance (a weighted
+        scatter plus ``c I``) is an interior point of the model.
 
     Notes
     -----
@@ -111,7 +113,7 @@ class HMMPrior:
     scale_prior: str | None = "halfnormal"
     scale_scale: float = 2.0
     lkj_concentration: float = 2.0
-    min_covar: float = 5e-4
+    min_covar: float = 1e-3
 
     def __post_init__(self):
         for name in ("start_concentration", "trans_concentration", "lkj_concentration"):

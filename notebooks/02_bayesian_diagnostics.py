@@ -32,7 +32,8 @@
 # **Budget.** The CLI defaults (`bayes_trainmap.fitting.bayesian.DEFAULT_STEPS`, `DEFAULT_DRAWS`):
 # up to 3000 SVI steps, 500 L-BFGS iterations for MAP, 200 posterior draws -- about five
 # minutes on a small CPU. `BTM_NOTEBOOK_FAST=1` (the test suite) uses 150 SVI steps, 60 MAP
-# iterations and 30 draws, which is enough to exercise every cell but not to trust the
+# iterations, 30 draws and 4 resamples of the runs (16 by default) for the bagged intervals
+# and the robustness section, which is enough to exercise every cell but not to trust the
 # intervals. For a real analysis keep at least the defaults, check that the ELBO trace has
 # flattened, and raise `draws` if the intervals of the quantities you report still move
 # between seeds.
@@ -64,6 +65,7 @@ SVI_STEPS = 150 if FAST else DEFAULT_STEPS["svi"]  # 3000, the CLI default
 MAP_STEPS = 60 if FAST else DEFAULT_STEPS["map"]  # 500 L-BFGS iterations
 DRAWS = 30 if FAST else DEFAULT_DRAWS  # 200
 PPC_DRAWS = 10 if FAST else 40
+RESAMPLES = {"bootstrap": 4} if FAST else {}  # else the default: 16
 SEED = 0
 
 # %% [markdown]
@@ -74,7 +76,7 @@ SEED = 0
 
 # %%
 ts = demo_trajectories("sparse_parities")
-mle = fit(ts, mode="mle", states=STATES, n_restarts=RESTARTS, random_state=SEED, progress=False)
+mle = fit(ts, mode="mle", states=STATES, n_restarts=RESTARTS, random_state=SEED, progress=False, **RESAMPLES)
 K = mle.n_states
 t1 = mle.analysis.table1
 print(f"K = {K}: R² = {t1['r_squared']:.3f}, F-test p = {t1['p_value']:.2g}, "
@@ -88,9 +90,9 @@ print(f"K = {K}: R² = {t1['r_squared']:.3f}, F-test p = {t1['p_value']:.2g}, "
 
 # %%
 fit_map = fit(ts, mode="map", states=K, n_restarts=RESTARTS, random_state=SEED, progress=False,
-              bayes_options={"steps": MAP_STEPS})
+              bayes_options={"steps": MAP_STEPS}, **RESAMPLES)
 fit_svi = fit(ts, mode="svi", states=K, n_restarts=RESTARTS, random_state=SEED, progress=False,
-              bayes_options={"steps": SVI_STEPS, "draws": DRAWS})
+              bayes_options={"steps": SVI_STEPS, "draws": DRAWS}, **RESAMPLES)
 svi = fit_svi.bayesian
 print(f"MAP: {fit_map.bayesian.fit.n_steps} objective evaluations, converged={fit_map.bayesian.fit.converged}")
 print(f"SVI: {svi.fit.n_steps} steps, guide={svi.fit.guide_name!r}, converged={svi.fit.converged}, "

@@ -80,7 +80,7 @@ class FitConfig:
         "auto": lower for names containing "loss".
     bayes_options : dict
         Settings of the Bayesian modes: any of ``draws``, ``steps``, ``lr``, ``guide``,
-        and ``bag_steps`` (L-BFGS iterations of the MAP refit per bag, default 200).
+        and ``bag_steps`` (L-BFGS iterations after EM in the MAP refit per bag, default 0).
     intervals : {"bagged", "posterior"}
         Interval method of the Bayesian modes: BayesBag over runs (carries seed-to-seed
         variation) or the model's plain posterior.

@@ -409,7 +409,7 @@ def resample(prepared: Prepared, params: HMMParams, config: FitConfig, *, progre
         config.mode, params, prepared.runs.Z, prepared.runs.lengths, _convergence_steps(prepared),
         intervals=config.intervals, n_bags=config.bootstrap, interval=config.interval, seed=config.random_state,
         device=prepared.device, progress=progress, k_selection=k_selection,
-        map_steps=int(config.bayes_options.get("bag_steps", 200)),
+        map_steps=int(config.bayes_options.get("bag_steps", 0)),
     )
     return Resampled(uncertainty, section, settings)
 
@@ -425,7 +425,7 @@ def bayes_settings(config: FitConfig, result: bayesian.BayesianResult | None) ->
         "intervals": config.intervals,
         "steps": int(options.get("steps", bayesian.DEFAULT_STEPS[mode])),
         "lr": float(options.get("lr", bayesian.DEFAULT_LR[mode])),
-        "bag_steps": int(options.get("bag_steps", 200)),
+        "bag_steps": int(options.get("bag_steps", 0)),
         "guide": fit.guide_name,
         "draws": int(options.get("draws", bayesian.DEFAULT_DRAWS)) if mode == "svi" else None,
         "steps_run": int(fit.n_steps),

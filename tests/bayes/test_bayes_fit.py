@@ -125,3 +125,16 @@ def test_thread_budget_is_set_for_the_fit_and_restored():
     with thread_budget(10_000) as n:  # capped at numba's configured maximum
         assert n == numba.config.NUMBA_NUM_THREADS
     assert (torch.get_num_threads(), numba.get_num_threads()) == before
+
+
+def test_lbfgs_stops_converged_once_the_parameters_settle(planted):
+    """The parameter test ends L-BFGS where the log joint only creeps (tol=1e-15 never
+    fires); what it returns equals the point that running on reaches."""
+    kwargs = {"em_steps": 0, "steps": 500, "tol": 1e-15, "progress": False}
+    settled = fit_map(planted.Z, planted.lengths, planted.mle_start(), param_tol=1e-4, **kwargs)
+    running = fit_map(planted.Z, planted.lengths, planted.mle_start(), param_tol=0.0, **kwargs)
+    assert settled.converged and settled.settings["param_tol"] == 1e-4
+    assert len(settled.elbo_history) < len(running.elbo_history)
+    assert settled.elbo_history[-1] == pytest.approx(running.elbo_history[-1], abs=1e-3)
+    for name in ("start_prob", "trans_mat", "means", "covars"):
+        np.testing.assert_allclose(getattr(settled.params, name), getattr(running.params, name), atol=1e-4)
