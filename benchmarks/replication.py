@@ -77,10 +77,11 @@ def svi_method(opts):
 
 
 def bagged_method(opts):
-    def make(params_a, Za, la, sa, _boot):
+    def make(params_a, Za, la, sa, boot):
+        # the bootstrap's resamples, so that the two rows differ only by the bag's fit
         bags = resample_fits(
             params_a, Za, la, sa, n_bags=opts.bags, fitter="map", seed=1, steps=opts.map_steps,
-            restarts=opts.bag_restarts, decode=opts.decode,
+            restarts=opts.bag_restarts, decode=opts.decode, indices=boot.indices,
         )
         return draws_from_bags(bags, predictive=True)
 

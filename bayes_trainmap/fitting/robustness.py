@@ -401,6 +401,7 @@ def resample_fits(
     seed: int = 0,
     progress: bool = False,
     decode: str = "viterbi",
+    indices: np.ndarray | None = None,
     **fit_options,
 ) -> BagResult:
     """Bootstrap (``fitter="mle"``) or BayesBag-MAP (``"map"``) refits over runs.
@@ -420,6 +421,9 @@ def resample_fits(
         How each bag's runs are decoded: Viterbi paths (the map's definition), or one
         forward-filtering backward-sampling path per run, so that a run whose state
         boundary is uncertain under the bag's fit contributes that uncertainty.
+    indices : np.ndarray of int, shape (n_bags, N), optional
+        The runs of each bag (e.g. another :class:`BagResult`'s ``indices``, to refit
+        the same resamples with another fitter); default drawn from ``seed``.
     **fit_options
         Passed to :func:`refit` (``n_iter``, ``tol``, ``min_covar``, ``steps``,
         ``device``, ``prior``, ``restarts``).
@@ -434,9 +438,12 @@ def resample_fits(
     steps = None if convergence_steps is None else np.asarray(convergence_steps, dtype=float)
     reference = map_quantities(reference_params, Z, lengths, steps)
     rng = np.random.default_rng(seed)
-    indices = rng.integers(0, N, size=(int(n_bags), N))
+    drawn = rng.integers(0, N, size=(int(n_bags), N))
+    indices = drawn if indices is None else np.asarray(indices, dtype=np.int64)
+    if indices.ndim != 2 or indices.shape[1] != N or indices.min() < 0 or indices.max() >= N:
+        raise BayesTrainmapError(f"indices must have shape (n_bags, {N}) with entries in [0, {N})")
     bags, converged = [], []
-    for b in tqdm(range(int(n_bags)), desc=f"resamples ({fitter})", disable=not progress, leave=False):
+    for b in tqdm(range(len(indices)), desc=f"resamples ({fitter})", disable=not progress, leave=False):
         Zb, lb = resample_runs(Z, lengths, indices[b])
         params, ok = refit(Zb, lb, reference_params, fitter=fitter, seed=seed + b, **fit_options)
         q = map_quantities(

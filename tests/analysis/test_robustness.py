@@ -25,6 +25,7 @@ from bayes_trainmap.fitting.robustness import (
     robustness_section,
     summarize_bags,
 )
+from bayes_trainmap.inference.baum_welch import GaussianHMM
 from bayes_trainmap.inference.params import HMMParams
 
 
@@ -149,6 +150,26 @@ def test_bags_reproduce_the_planted_map(planted_bags):
     assert entry["n_runs_lo"] <= x <= entry["n_runs_hi"]
     assert entry["n_runs_hi"] - entry["n_runs_lo"] >= hi - lo
     assert unc["method"].startswith("bagged") and "new set of 24 seeds" in unc["labels"]["n_runs"]
+
+
+def test_given_resamples_are_refitted_as_drawn(planted_bags):
+    """``indices`` refits another result's bags: the same runs, and with the same fitter
+    the same quantities; the EM MAP bags stay next to the Baum-Welch ones."""
+    sim, bags = planted_bags
+    Z = sim.feature_matrix()
+    reference = GaussianHMM(sim.n_states, "diag", n_restarts=3, random_state=0).fit(Z, sim.lengths).params_
+    again = resample_fits(reference, Z, sim.lengths, sim.convergence_steps, fitter="mle", seed=7,
+                          indices=bags.indices[:4])
+    np.testing.assert_array_equal(again.indices, bags.indices[:4])
+    for a, b in zip(again.bags, bags.bags[:4]):
+        np.testing.assert_allclose(a.means, b.means, atol=1e-8)
+        np.testing.assert_array_equal(a.edge_runs, b.edge_runs)
+    em = resample_fits(reference, Z, sim.lengths, sim.convergence_steps, fitter="map", indices=bags.indices[:4])
+    assert em.converged.all()
+    for a, b in zip(em.bags, bags.bags[:4]):
+        np.testing.assert_allclose(a.means, b.means, atol=0.05)
+    with pytest.raises(BayesTrainmapError, match="indices must have shape"):
+        resample_fits(reference, Z, sim.lengths, indices=bags.indices[:, :3])
 
 
 def test_bad_arguments_are_rejected():
