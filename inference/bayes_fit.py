@@ -513,10 +513,9 @@ def off_the_boundary(params, Z, lengths, prior: HMMPrior):
     with np.errstate(divide="ignore"):
         log_start, log_trans = np.log(params.start_prob), np.log(params.trans_mat)
     fb = forward_backward(log_b, log_start, log_trans, lens, backend="numba")
-    K = params.n_states
-    alpha = prior.trans_concentration * np.ones((K, K)) + prior.stickiness * np.eye(K)
-    counts = np.asarray(fb.expected_transitions, dtype=float) + alpha
-    start = np.asarray(fb.expected_start, dtype=float) + prior.start_concentration
+    start_conc, trans_conc = prior.dirichlet_concentrations(params.n_states)
+    counts = np.asarray(fb.expected_transitions, dtype=float) + trans_conc
+    start = np.asarray(fb.expected_start, dtype=float) + start_conc
     return replace(params, trans_mat=counts / counts.sum(axis=1, keepdims=True), start_prob=start / start.sum())
 
 

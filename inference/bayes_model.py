@@ -138,6 +138,13 @@ class HMMPrior:
         """Prior whose MAP estimate is the maximum likelihood estimate."""
         return cls(mean_scale=None, scale_prior=None, lkj_concentration=1.0, min_covar=0.0)
 
+    def dirichlet_concentrations(self, n_states: int) -> tuple[np.ndarray, np.ndarray]:
+        """Concentrations of the start prior, shape (K,), and of the transition rows,
+        shape (K, K): ``alpha_0 * 1`` and ``alpha * 1 + kappa * e_j`` for row ``j``."""
+        K = int(n_states)
+        return (np.full(K, float(self.start_concentration)),
+                self.trans_concentration * np.ones((K, K)) + self.stickiness * np.eye(K))
+
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
@@ -157,13 +164,9 @@ def _sample_parameters(n_states, n_features, covariance_type, prior, dtype, devi
     """Sample the HMM parameters from the prior; returns the site values."""
     K, d = n_states, n_features
     tensor = lambda v: torch.as_tensor(v, dtype=dtype, device=device)  # noqa: E731
-    start_prob = pyro.sample(
-        "start_prob", dist.Dirichlet(tensor(prior.start_concentration).expand((K,)))
-    )
-    trans_conc = tensor(prior.trans_concentration) * torch.ones(
-        K, K, dtype=dtype, device=device
-    ) + tensor(prior.stickiness) * torch.eye(K, dtype=dtype, device=device)
-    trans_mat = pyro.sample("trans_mat", dist.Dirichlet(trans_conc).to_event(1))
+    start_conc, trans_conc = prior.dirichlet_concentrations(K)
+    start_prob = pyro.sample("start_prob", dist.Dirichlet(tensor(start_conc)))
+    trans_mat = pyro.sample("trans_mat", dist.Dirichlet(tensor(trans_conc)).to_event(1))
     if prior.mean_scale is None:
         mean_dist = dist.ImproperUniform(constraints.real, (), (K, d))
     else:

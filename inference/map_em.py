@@ -100,9 +100,8 @@ def _xlogy(x, y) -> float:
 
 def _conjugate_log_prior(params: HMMParams, prior) -> float:
     """Dirichlet and Normal-mean log prior densities, up to their constants."""
-    K = params.n_states
-    value = _xlogy(prior.start_concentration - 1.0, params.start_prob)
-    row_concentration = prior.trans_concentration + prior.stickiness * np.eye(K)
+    start_concentration, row_concentration = prior.dirichlet_concentrations(params.n_states)
+    value = _xlogy(start_concentration - 1.0, params.start_prob)
     value += _xlogy(row_concentration - 1.0, params.trans_mat)
     if prior.mean_scale is not None:
         value -= 0.5 * float(np.sum((params.means - prior.mean_loc) ** 2)) / prior.mean_scale**2
@@ -156,9 +155,7 @@ def map_em(
     floor = max(float(prior.min_covar), _TINY_FLOOR)
     design = QuadraticFeatures(Z, cov)
     params = dataclasses.replace(init_params, covars=clip_covariances(init_params.covars, floor, cov))
-    K = params.n_states
-    start_concentration = np.full(K, float(prior.start_concentration))
-    row_concentration = prior.trans_concentration + prior.stickiness * np.eye(K)
+    start_concentration, row_concentration = prior.dirichlet_concentrations(params.n_states)
     history: list[float] = []
     converged = False
     for _ in range(int(n_iter)):

@@ -17,7 +17,7 @@
 # HMM parameters (Dirichlet rows, normal means, half-normal scales, LKJ correlations; see
 # `inference.bayes_model`) and marginalise the hidden states exactly:
 #
-# * `mode="map"`: the posterior mode, found by L-BFGS from the MLE;
+# * `mode="map"`: the posterior mode, found by EM and then L-BFGS from the MLE;
 # * `mode="svi"`: a Gaussian variational posterior (low-rank plus diagonal by default),
 #   warm-started at the MAP and fitted by maximising the ELBO.
 #

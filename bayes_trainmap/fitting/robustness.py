@@ -316,12 +316,11 @@ def refit(
     ``fitter="mle"``: Baum-Welch (``GaussianHMM``); ``"map"``: MAP of the Pyro model
     started from that Baum-Welch refit: :func:`inference.map_em.map_em` iterations
     (the MAP without the scale and LKJ prior terms, converged in tens of iterations),
-    then at most ``steps`` L-BFGS iterations on the full log joint (default 0). The
-    L-BFGS polish does not converge in any affordable number of iterations -- the LKJ
-    term keeps shrinking excess covariance eigenvalues near the floor -- and on the
-    sparse-parities demo it moved the state means by at most 0.02 SD in 200
-    iterations from EM's point, against a spread of about 0.2 SD between bags; the
-    same bags' spreads with and without it agreed. Returns ``(HMMParams, converged)``.
+    then at most ``steps`` L-BFGS iterations on the full log joint (default 0). That
+    polish does not converge in any affordable number of iterations (the log joint
+    keeps creeping up), and on the sparse-parities demo it moved the state means by at
+    most 0.02 SD in 200 iterations from EM's point, against a spread of about 0.2 SD
+    between bags; the same bags' spreads with and without it agreed. Returns ``(HMMParams, converged)``.
     """
     if fitter not in FITTERS:
         raise BayesTrainmapError(f"fitter must be one of {FITTERS}, got {fitter!r}")
@@ -438,7 +437,7 @@ def resample_fits(
     steps = None if convergence_steps is None else np.asarray(convergence_steps, dtype=float)
     reference = map_quantities(reference_params, Z, lengths, steps)
     rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, N, size=(int(n_bags), N))
+    drawn = rng.integers(0, N, size=(int(n_bags), N))  # drawn either way: same rng state for FFBS decoding
     indices = drawn if indices is None else np.asarray(indices, dtype=np.int64)
     if indices.ndim != 2 or indices.shape[1] != N or indices.min() < 0 or indices.max() >= N:
         raise BayesTrainmapError(f"indices must have shape (n_bags, {N}) with entries in [0, {N})")
